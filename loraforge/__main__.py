@@ -1,0 +1,7 @@
+"""`python -m loraforge ...` — also what `accelerate launch -m loraforge run ...` and `torchrun -m` execute."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

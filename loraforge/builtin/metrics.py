@@ -1,0 +1,100 @@
+"""Builtin metrics.
+
+`seqeval` scores entity spans the way the NER literature does (entity-level, exact match of tokens and label),
+so numbers are comparable with published CoNLL results. Predictions and references are character spans; they
+are projected onto one token grid per text (words and single punctuation marks), turned into BIO tags, and
+handed to seqeval. Spans that cut a word count for the whole word, as a token tagger would have to.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..components import Metric, Task
+from ..hookspecs import hookimpl
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+
+Span = tuple[int, int, str]
+
+
+def _spans(item: Any) -> list[Span]:
+    """Spans of a prediction or reference; None (a failed generation) means no entities."""
+    if item is None:
+        return []
+    return sorted((int(s), int(e), str(label)) for s, e, label in item)
+
+
+def _grid(text: str | None, spans: Iterable[Span]) -> list[tuple[int, int]]:
+    """Token boundaries: regex tokens of the text, or (without a text) the segments between span edges."""
+    if text is not None:
+        return [m.span() for m in _TOKEN.finditer(text)]
+    edges = sorted({p for s, e, _ in spans for p in (s, e)})
+    return list(zip(edges, edges[1:]))
+
+
+def bio_tags(tokens: Sequence[tuple[int, int]], spans: Sequence[Span]) -> list[str]:
+    """B-X on the first token overlapping span X, I-X on the next ones; a token already tagged keeps its tag."""
+    tags = ["O"] * len(tokens)
+    ends = [te for _, te in tokens]
+    for start, end, label in sorted(spans):
+        first = True
+        for i in range(bisect_right(ends, start), len(tokens)):
+            if tokens[i][0] >= end:
+                break
+            if tags[i] != "O":
+                continue
+            tags[i] = ("B-" if first else "I-") + label
+            first = False
+    return tags
+
+
+def _prf(values: Any) -> dict[str, float]:
+    p, r, f, _ = values
+    return {"precision": float(p), "recall": float(r), "f1": float(f)}
+
+
+class SeqevalMetric(Metric):
+    """Entity-level precision, recall and F1 (micro, macro and per label) via seqeval's default mode."""
+
+    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task) -> dict[str, Any]:
+        from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
+
+        if len(predictions) != len(references):
+            raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+        y_true: list[list[str]] = []
+        y_pred: list[list[str]] = []
+        for pred, ref in zip(predictions, references):
+            gold, guess = _spans(ref), _spans(pred)
+            text = getattr(ref, "text", None)
+            if text is None:
+                text = getattr(pred, "text", None)
+            tokens = _grid(text, gold + guess)
+            y_true.append(bio_tags(tokens, gold))
+            y_pred.append(bio_tags(tokens, guess))
+
+        declared = list(getattr(getattr(task, "options", None), "labels", None) or [])
+        seen = {t for t, _, _ in get_entities(y_true)} | {t for t, _, _ in get_entities(y_pred)}
+        labels = declared + sorted(seen - set(declared))
+        zeros = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
+        per_class = {label: {**zeros, "support": 0} for label in labels}
+        result: dict[str, Any] = {"micro": dict(zeros), "macro": dict(zeros), "per_class": per_class,
+                                  "records": len(references)}
+        if not seen:
+            return result
+        kwargs = {"zero_division": 0}
+        result["micro"] = _prf(precision_recall_fscore_support(y_true, y_pred, average="micro", **kwargs))
+        result["macro"] = _prf(precision_recall_fscore_support(y_true, y_pred, average="macro", **kwargs))
+        p, r, f, support = precision_recall_fscore_support(y_true, y_pred, average=None, **kwargs)
+        for i, label in enumerate(sorted(seen)):  # seqeval orders classes by name
+            per_class[label] = {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                                "support": int(support[i])}
+        return result
+
+
+@hookimpl
+def register_metrics(register: Any) -> None:
+    register("seqeval", SeqevalMetric)

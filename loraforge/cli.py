@@ -1,0 +1,135 @@
+"""Command line: parse arguments, call the engine, turn LoraforgeError into one message and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from . import __version__
+from .errors import LoraforgeError
+
+USER_ERROR = 2
+
+
+def _recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", type=Path, help="the recipe TOML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set adapter.r=8 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="loraforge", description="Fine-tune LLMs with LoRA, DoRA and QLoRA "
+                                                                   "from TOML recipes.")
+    parser.add_argument("--version", action="version", version=f"loraforge {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="train, evaluate and export as the recipe says",
+                         description="Train an adapter from a recipe, evaluate it and export it.")
+    _recipe_args(run)
+    run.add_argument("--output", type=Path, help="run folder (default: [output] dir, else runs/<recipe name>)")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+
+    validate = sub.add_parser("validate", help="check a recipe, its plugins and its data without training",
+                              description="Check the recipe, the plugins it names and its data files.")
+    _recipe_args(validate)
+
+    plugins = sub.add_parser("plugins", help="list every registered component and where it came from",
+                             description="List registered components with the plugin and package providing them.")
+    plugins.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from .console import ConsoleReporter
+    from .engine import run_recipe
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    observers = () if args.quiet else (ConsoleReporter(console),)
+    run_recipe(recipe, observers, out_dir=args.output.resolve() if args.output else None)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+    from .engine import build
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    run = build(recipe)
+    table = Table(title=f"{recipe.name}: valid", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    for spec in recipe.components():
+        table.add_row(spec.key, spec.name)
+    for split, records in run.records.items():
+        table.add_row(f"data.{split}", f"{len(records)} records")
+    table.add_row("metrics", ", ".join(k.split(":", 1)[1] for k in run.components if k.startswith("metric:")))
+    console.print(table)
+    return 0
+
+
+def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from .plugins import Registry, get_plugin_manager
+
+    registry = Registry(get_plugin_manager())
+    rows = [{"kind": r.kind, "name": r.name, "plugin": r.plugin, "package": r.package} for r in registry.all()]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title="registered components", title_justify="left")
+    for column in ("kind", "name", "plugin", "package"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row.values())
+    console.print(table)
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}
+
+
+def quiet_libraries() -> None:
+    """The run display is ours: silence library progress bars, advisory logs and deprecation chatter."""
+    import logging
+    import os
+    import warnings
+
+    for name, value in (("HF_HUB_DISABLE_PROGRESS_BARS", "1"), ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1"),
+                        ("TRANSFORMERS_VERBOSITY", "error"), ("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")):
+        os.environ.setdefault(name, value)
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # optional hub kernels it cannot fetch offline
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"(torch|transformers|peft|bitsandbytes)\.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_libraries()
+    console = Console()
+    try:
+        return COMMANDS[args.command](args, console)
+    except LoraforgeError as exc:
+        _print_error(exc)
+        return USER_ERROR
+    except KeyboardInterrupt:
+        Console(stderr=True).print("interrupted")
+        return 130
+
+
+def _print_error(exc: LoraforgeError) -> None:
+    from rich.text import Text
+
+    text = Text(f"{exc.kind}: ", style="bold red")
+    text.append(exc.render())
+    Console(stderr=True).print(text, soft_wrap=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""The small contracts every plugin component implements.
+
+A plugin registers *factories* (usually the class itself) under a name; the engine builds a component by
+calling `factory(options)` where `options` is an instance of the factory's `Options` dataclass, parsed from the
+recipe section that named it. Heavy libraries (torch, transformers, peft) are imported inside methods so that
+`--help`, `validate`, `plugins` and `plan` start fast.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .schema import NoOptions
+
+if TYPE_CHECKING:
+    from .recipe import Recipe
+
+
+@dataclass(frozen=True)
+class Record:
+    """One input record and where it came from, so data errors can name file and line."""
+
+    data: dict[str, Any]
+    file: str
+    line: int
+
+
+@dataclass(frozen=True)
+class Example:
+    """A record formatted for a causal LM: the loss is computed on `target` only."""
+
+    prompt: str
+    target: str
+
+
+class Component:
+    """Common shape: typed options, built from the recipe section that names the component."""
+
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
+
+
+class Task(Component, ABC):
+    """Formats records into prompt/target text and parses generations back into structure."""
+
+    #: metric names used when `[evaluation] metrics` is not given
+    default_metrics: ClassVar[tuple[str, ...]] = ()
+    #: file formats this task reads itself (e.g. "conll"), beyond jsonl and csv
+    formats: ClassVar[tuple[str, ...]] = ()
+
+    def read(self, path: Path, fmt: str) -> Iterable[Record]:
+        """Read a file in one of `formats`; jsonl and csv are read by the core."""
+        raise NotImplementedError(fmt)
+
+    def check(self, record: Record) -> None:
+        """Raise DataError (naming record.file and record.line) when a record cannot be used."""
+
+    @abstractmethod
+    def format(self, record: Record) -> Example:
+        """Prompt and target text; the prompt goes through the tokenizer's chat template when it has one."""
+
+    @abstractmethod
+    def reference(self, record: Record) -> Any:
+        """The gold structure a metric compares predictions against."""
+
+    @abstractmethod
+    def parse(self, generated: str, record: Record) -> Any:
+        """The structure of a generation; must never raise on malformed text (count it as a miss)."""
+
+    def max_new_tokens(self, examples: Sequence[Example], count_tokens: Any) -> int:
+        """Bound for generation: by default 1.5x the longest training target, plus a margin."""
+        longest = max((count_tokens(e.target) for e in examples), default=32)
+        return int(longest * 1.5) + 8
+
+
+class Metric(Component, ABC):
+    @abstractmethod
+    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task) -> dict[str, Any]:
+        """A JSON-serialisable dict. Per-class scores go under "per_class": {label: {name: value}}."""
+
+
+class Adapter(Component, ABC):
+    @abstractmethod
+    def attach(self, model: Any, recipe: Recipe) -> Any:
+        """Wrap `model` (a transformers model) and return the trainable PEFT model."""
+
+
+class Quantizer(Component, ABC):
+    def check_supported(self) -> None:
+        """Raise RunError with the fix when this machine or library cannot quantize this way."""
+
+    @abstractmethod
+    def load_kwargs(self, recipe: Recipe) -> dict[str, Any]:
+        """Extra `from_pretrained` keyword arguments (e.g. quantization_config)."""
+
+    def prepare(self, model: Any, recipe: Recipe) -> Any:
+        """Make a quantized model trainable (e.g. prepare_model_for_kbit_training)."""
+        return model
+
+
+class ModelLoader(Component, ABC):
+    @abstractmethod
+    def load_tokenizer(self, recipe: Recipe) -> Any: ...
+
+    @abstractmethod
+    def load_model(self, recipe: Recipe, **load_kwargs: Any) -> Any: ...
+
+    def describe(self) -> str:
+        """A short name of the model for tables and messages."""
+        return type(self).__name__
+
+    def config(self, recipe: Recipe) -> Any:
+        """The model's transformers config, without weights (for `plan`)."""
+        raise NotImplementedError
+
+
+class Exporter(Component, ABC):
+    #: folder name under the run's output directory
+    default_dir: ClassVar[str] = "export"
+
+    @abstractmethod
+    def export(self, ctx: Any, target: Path) -> dict[str, Any]:
+        """Write into `target` (a fresh temporary folder, renamed when this returns) and return a summary."""

@@ -1,0 +1,156 @@
+"""The terminal reporter: a plugin of the lifecycle hooks, like pytest's. Nothing in the training loop prints.
+
+Progress bars show the phase, step/epoch, loss and an ETA from the measured time per step; evaluation ends with a
+per-class table. Only the main process prints, so multi-process runs show one display.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .hookspecs import hookimpl
+
+PHASES = {"load": "Loading model", "data": "Preparing data", "train": "Training", "evaluate": "Evaluating",
+          "export": "Exporting"}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def metric_tables(metrics: dict[str, Any]) -> list[Table]:
+    """One table per split and metric: per-class rows, then micro/macro averages, then any other scalars."""
+    tables = []
+    for split, by_metric in metrics.items():
+        for name, result in by_metric.items():
+            table = Table(title=f"{name} on {split}", title_justify="left")
+            per_class = result.get("per_class")
+            if per_class:
+                columns = [c for c in ("precision", "recall", "f1", "support") if c in next(iter(per_class.values()))]
+                table.add_column("class")
+                for c in columns:
+                    table.add_column(c, justify="right")
+                for label, scores in per_class.items():
+                    table.add_row(label, *[_fmt(scores.get(c)) for c in columns])
+                for avg in ("micro", "macro"):
+                    if isinstance(result.get(avg), dict):
+                        table.add_row(f"[bold]{avg}[/]", *[_fmt(result[avg].get(c)) for c in columns],
+                                      end_section=avg == "micro" and "macro" not in result)
+            scalars = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            if scalars:
+                if not per_class:
+                    table.add_column("measure")
+                    table.add_column("value", justify="right")
+                    for k, v in scalars.items():
+                        table.add_row(k, _fmt(v))
+                else:
+                    table.caption = "  ".join(f"{k} {_fmt(v)}" for k, v in scalars.items())
+            tables.append(table)
+    return tables
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+class ConsoleReporter:
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console()
+        self.progress: Progress | None = None
+        self.bar: Any = None
+
+    def _stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress, self.bar = None, None
+
+    def _start(self, run: Any, total: int) -> None:
+        self.progress = Progress(
+            SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
+            console=self.console, transient=False)
+        self.progress.start()
+        self.bar = self.progress.add_task(PHASES.get(run.phase, run.phase), total=total, info="", eta="--:--")
+
+    @hookimpl
+    def on_run_start(self, run: Any) -> None:
+        if not run.is_main_process:
+            return
+        r = run.recipe
+        adapter = r.adapter.options
+        quant = f", {r.quantization.name} {getattr(r.quantization.options, 'bits', '')}-bit" if r.quantized else ""
+        self.console.print(f"[bold]loraforge[/] {r.name}: {run.components['model'].describe()} · {r.adapter.name} "
+                           f"r={getattr(adapter, 'r', '?')}{quant} · task {r.task.name} → {run.out_dir}")
+
+    @hookimpl
+    def on_phase(self, run: Any) -> None:
+        if not run.is_main_process:
+            return
+        self._stop()
+        self.console.print(f"[cyan]▸[/] {PHASES.get(run.phase, run.phase)}")
+
+    @hookimpl
+    def on_progress(self, run: Any) -> None:
+        if not run.is_main_process or run.progress is None:
+            return
+        p = run.progress
+        if p.unit == "warning":
+            self.console.print(f"[yellow]warning:[/] {p.info['message']}")
+            return
+        if self.bar is None:
+            self._start(run, p.total)
+        info = ""
+        if p.unit == "step":
+            loss = p.info.get("loss")
+            info = f"epoch {p.info.get('epoch', 0):.2f}" + (f" loss {loss:.4f}" if loss is not None else "")
+        self.progress.update(self.bar, completed=p.done, total=p.total, info=info,
+                             eta=_duration(p.info.get("eta_s")) if "eta_s" in p.info else "")
+
+    @hookimpl
+    def on_step(self, run: Any) -> None:
+        pass  # the loss is shown through on_progress; trackers use this hook
+
+    @hookimpl
+    def on_evaluate(self, run: Any) -> None:
+        if not run.is_main_process:
+            return
+        self._stop()
+        for table in metric_tables(run.metrics):
+            self.console.print(table)
+
+    @hookimpl
+    def on_export(self, run: Any) -> None:
+        if not run.is_main_process:
+            return
+        self._stop()
+        e = run.exports[-1]
+        extra = f" (max |Δlogit| {e['max_logit_diff']:.2e})" if "max_logit_diff" in e else ""
+        self.console.print(f"  [green]✓[/] {e['type']} → {e['path']}{extra}")
+
+    @hookimpl
+    def on_run_end(self, run: Any) -> None:
+        if not run.is_main_process:
+            return
+        self._stop()
+        if run.error is not None:
+            return
+        s = run.summary
+        t = s.get("train", {})
+        params = s.get("params", {})
+        self.console.print(
+            f"[bold green]done[/] in {_duration(s.get('wall_time_s'))}: {t.get('steps')} steps, "
+            f"{t.get('tokens_per_s')} tokens/s, trainable {params.get('trainable', 0):,} of "
+            f"{params.get('total', 0):,} params · {run.out_dir / 'metrics.json'}")

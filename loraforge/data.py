@@ -1,0 +1,196 @@
+"""Records in, token ids out.
+
+Reading is strict and located: every malformed line or record is a DataError naming file and line. jsonl and
+csv are read here; any other format is read by the task that declares it (e.g. NER reads CoNLL). Tokenization
+goes through the task's prompt/target formatting, masks the prompt out of the loss, and is cached on disk by a
+hash of the examples and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .components import Example, Record, Task
+from .errors import DataError
+from .files import atomic_dir, cache_dir, digest
+
+IGNORE_INDEX = -100
+EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".conll": "conll", ".bio": "conll"}
+SPLITS = ("train", "validation", "test")
+
+
+def file_format(path: Path, declared: str, task: Task) -> str:
+    fmt = declared if declared != "auto" else EXTENSIONS.get(path.suffix.lower())
+    readable = ("jsonl", "csv", *task.formats)
+    if fmt is None or fmt not in readable:
+        what = f"format '{fmt}'" if fmt else f"extension '{path.suffix}'"
+        raise DataError(f"cannot read {what}; this task reads: {', '.join(readable)}", file=path,
+                        hint="Set `[data] format = \"...\"` or rename the file with a known extension.")
+    return fmt
+
+
+def read_jsonl(path: Path) -> Iterable[Record]:
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"not valid JSON: {exc.msg} (column {exc.colno})", file=path, line=number,
+                                hint="Each line of a .jsonl file must be one complete JSON object.") from None
+            if not isinstance(value, dict):
+                raise DataError(f"expected a JSON object, got {type(value).__name__}", file=path, line=number)
+            yield Record(value, str(path), number)
+
+
+def read_csv(path: Path) -> Iterable[Record]:
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        line = reader.line_num + 1
+        for row in reader:
+            if None in row:
+                raise DataError("more fields than the header names", file=path, line=line)
+            yield Record(dict(row), str(path), line)
+            line = reader.line_num + 1
+
+
+def read_records(path: Path, declared_format: str, task: Task, split: str, limit: int | None = None) -> list[Record]:
+    """Every record of one file, each checked by the task; an empty file is an error."""
+    if not path.is_file():
+        raise DataError(f"{split} data file not found", file=path, key=f"data.{split}",
+                        hint="Paths in a recipe are relative to the recipe file that sets them.")
+    fmt = file_format(path, declared_format, task)
+    reader = {"jsonl": read_jsonl, "csv": read_csv}.get(fmt)
+    records = []
+    for record in (reader(path) if reader else task.read(path, fmt)):
+        task.check(record)
+        records.append(record)
+        if limit is not None and len(records) >= limit:
+            break
+    if not records:
+        raise DataError(f"the {split} split has no records", file=path, key=f"data.{split}",
+                        hint="Point the recipe at a file with at least one record.")
+    return records
+
+
+def load_splits(recipe: Any, task: Task) -> dict[str, list[Record]]:
+    """train, validation (from file or carved from train) and test records, as the recipe declares them."""
+    data = recipe.data
+    splits = {}
+    for split in SPLITS:
+        path = recipe.data_path(split)
+        if path is not None:
+            splits[split] = read_records(path, data.format, task, split, data.max_records)
+    if "validation" not in splits and data.validation_split > 0:
+        train = splits["train"]
+        n = max(1, int(len(train) * data.validation_split))
+        if n >= len(train):
+            raise DataError(f"validation_split {data.validation_split} leaves no training records",
+                            key="data.validation_split", file=recipe.path)
+        splits["train"], splits["validation"] = train[:-n], train[-n:]
+    return splits
+
+
+# ---------------------------------------------------------------------------------------------- tokenization
+
+
+@dataclass
+class PromptEncoder:
+    """Turns a prompt into token ids exactly the same way for training and for generation."""
+
+    tokenizer: Any
+    use_chat_template: bool
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        tok = self.tokenizer
+        if self.use_chat_template:
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)
+            return tok(text, add_special_tokens=False)["input_ids"]
+        ids = tok(prompt, add_special_tokens=False)["input_ids"]
+        return [tok.bos_token_id, *ids] if tok.bos_token_id is not None else ids
+
+    def target_ids(self, target: str) -> list[int]:
+        ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+        return [*ids, self.tokenizer.eos_token_id]
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def make_encoder(tokenizer: Any, chat_template_option: str = "auto") -> PromptEncoder:
+    use = chat_template_option != "none" and bool(getattr(tokenizer, "chat_template", None))
+    return PromptEncoder(tokenizer, use)
+
+
+def tokenize(examples: Sequence[Example], records: Sequence[Record], encoder: PromptEncoder, max_length: int,
+             split: str) -> tuple[Any, int]:
+    """A datasets.Dataset of input_ids/labels/length, cached by content; returns it and how many were dropped.
+
+    A record whose prompt alone is longer than `max_length` is an error (the model could never see its
+    target); one whose target overflows is dropped with a count, as a truncated target would teach the model
+    to stop mid-answer.
+    """
+    import datasets
+
+    tok = encoder.tokenizer
+    key = digest([(e.prompt, e.target) for e in examples], max_length, encoder.use_chat_template,
+                 tokenizer_fingerprint(tok))
+    folder = cache_dir("tokenized") / f"{split}-{key}"
+    meta_file = folder / "dropped.json"
+    if meta_file.exists():
+        return datasets.load_from_disk(str(folder)), json.loads(meta_file.read_text())["dropped"]
+    rows: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": []}
+    dropped = 0
+    for example, record in zip(examples, records):
+        prompt = encoder.prompt_ids(example.prompt)
+        if len(prompt) >= max_length:
+            raise DataError(f"the prompt is {len(prompt)} tokens, longer than training.max_length "
+                            f"({max_length})", file=record.file, line=record.line, key="training.max_length",
+                            hint=f"Raise training.max_length above {len(prompt)} or shorten the record.")
+        target = encoder.target_ids(example.target)
+        if len(prompt) + len(target) > max_length:
+            dropped += 1
+            continue
+        rows["input_ids"].append(prompt + target)
+        rows["labels"].append([IGNORE_INDEX] * len(prompt) + target)
+        rows["length"].append(len(prompt) + len(target))
+    dataset = datasets.Dataset.from_dict(rows)
+    with atomic_dir(folder) as tmp:
+        dataset.save_to_disk(str(tmp))
+        (tmp / "dropped.json").write_text(json.dumps({"dropped": dropped}))
+    return dataset, dropped
+
+
+def tokenizer_fingerprint(tok: Any) -> str:
+    """A hash of everything that decides token ids: vocabulary, merges, normalisation, special tokens."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else sorted(tok.get_vocab().items())
+    return digest(type(tok).__name__, vocab, tok.bos_token_id, tok.eos_token_id, tok.chat_template)
+
+
+class PadCollator:
+    """Right-pads a batch to its longest sequence; padded labels are ignored by the loss."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(features), longest), dtype=torch.long)
+        for i, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[i, :n] = torch.tensor(f["input_ids"])
+            labels[i, :n] = torch.tensor(f["labels"])
+            mask[i, :n] = 1
+        return {"input_ids": ids, "labels": labels, "attention_mask": mask}

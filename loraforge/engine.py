@@ -1,0 +1,268 @@
+"""The one place that orders the stages of a run. Stage logic lives in data, train, evaluate and the plugins.
+
+1 recipe (given) → 2 plugins → 3 validate names, options and data → 4 tokenizer and model → 5 adapter →
+6 tokenize → 7 train → 8 evaluate → 9 export → 10 metrics.json and summary.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import data as data_mod
+from .components import Example, Record
+from .errors import LoraforgeError, RecipeError, RunError
+from .files import atomic_dir, write_json_atomic, write_text_atomic
+from .plugins import Registry, get_plugin_manager
+from .recipe import Recipe, dump
+
+
+@dataclass
+class Progress:
+    done: int
+    total: int
+    unit: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StepInfo:
+    step: int
+    max_steps: int
+    epoch: float
+    loss: float | None = None
+    learning_rate: float | None = None
+    eta_s: float | None = None
+    tokens_per_s: float | None = None
+
+
+@dataclass
+class Run:
+    """Everything a stage or an observer may look at. Plugins read it; only the engine and stages write it."""
+
+    recipe: Recipe
+    registry: Registry
+    out_dir: Path
+    phase: str = "start"
+    progress: Progress | None = None
+    step: StepInfo | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    exports: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: BaseException | None = None
+    started: float = field(default_factory=time.time)
+    components: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, list[Record]] = field(default_factory=dict)
+    train_examples: list[Example] = field(default_factory=list)
+    tokenizer: Any = None
+    encoder: Any = None
+    model: Any = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def hook(self) -> Any:
+        return self.registry.pm.hook
+
+    @property
+    def is_main_process(self) -> bool:
+        return int(os.environ.get("RANK", "0")) == 0
+
+    @property
+    def task(self) -> Any:
+        return self.components["task"]
+
+    def enter(self, phase: str) -> None:
+        self.phase, self.progress = phase, None
+        self.hook.on_phase(run=self)
+
+    def report(self, done: int, total: int, unit: str, **info: Any) -> None:
+        self.progress = Progress(done, total, unit, info)
+        self.hook.on_progress(run=self)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.report(0, 0, "warning", message=message)
+
+
+def build(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None) -> Run:
+    """Stages 2-3: plugins, typed components, requirements and records. No weights are touched."""
+    pm = get_plugin_manager(extra=observers)
+    registry = Registry(pm)
+    check_requires(recipe)
+    recipe.bind(registry)
+    run = Run(recipe=recipe, registry=registry, out_dir=out_dir or default_out_dir(recipe))
+    for spec in recipe.components():
+        if spec.options is None:  # quantization "none"
+            continue
+        factory = registry.get(registry_kind(spec.section), spec.name).factory
+        run.components[spec.key] = factory(spec.options)
+    metric_names = recipe.evaluation.metrics or list(run.task.default_metrics)
+    for i, name in enumerate(metric_names):
+        run.components[f"metric:{name}"] = registry.get("metric", name, key=f"evaluation.metrics[{i}]",
+                                                        file=recipe.path).factory()
+    run.records = data_mod.load_splits(recipe, run.task)
+    run.train_examples = [run.task.format(r) for r in run.records["train"]]
+    if recipe.evaluation.split != "none" and recipe.evaluation.split not in run.records:
+        raise RecipeError(f"evaluation split '{recipe.evaluation.split}' has no data file", file=recipe.path,
+                          key="evaluation.split", hint=f"Set data.{recipe.evaluation.split} or evaluation.split.")
+    return run
+
+
+def registry_kind(section: str) -> str:
+    from .recipe import COMPONENTS
+
+    return COMPONENTS[section][1]
+
+
+def default_out_dir(recipe: Recipe) -> Path:
+    return Path(recipe.output.dir or Path("runs") / recipe.name).resolve()
+
+
+def check_requires(recipe: Recipe) -> None:
+    """Stop before any work when a package the recipe names is missing, with the pip line that fixes it."""
+    from importlib import metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    missing = []
+    for i, text in enumerate(recipe.requires):
+        try:
+            req = Requirement(text)
+        except InvalidRequirement as exc:
+            raise RecipeError(f"not a package requirement: {exc}", file=recipe.path, key=f"requires[{i}]") from None
+        try:
+            version = metadata.version(req.name)
+        except metadata.PackageNotFoundError:
+            missing.append(text)
+            continue
+        if req.specifier and not req.specifier.contains(version, prereleases=True):
+            missing.append(text)
+    if missing:
+        quoted = " ".join(f"'{m}'" for m in missing)
+        raise RecipeError(f"needs {', '.join(missing)}, which is not installed", file=recipe.path, key="requires",
+                          hint=f"Install it: pip install {quoted}")
+
+
+def prepare_out_dir(run: Run) -> None:
+    """Refuse a folder that holds another recipe's run; write the resolved recipe so the run can be repeated."""
+    out, recipe = run.out_dir, run.recipe
+    previous = out / "recipe.toml"
+    if previous.exists():
+        import tomllib
+
+        try:
+            other = tomllib.loads(previous.read_text()).get("name")
+        except tomllib.TOMLDecodeError:
+            other = None
+        if other != recipe.name:
+            raise RunError(f"the run folder holds a run of another recipe ('{other}')", file=out,
+                           key="output.dir", hint="Choose another folder: --output DIR or [output] dir.")
+        if (out / "metrics.json").exists() and not recipe.output.overwrite:
+            raise RunError("the run folder already holds a finished run of this recipe", file=out, key="output.dir",
+                           hint="Use --output DIR for a new run, or --set output.overwrite=true to replace it.")
+    out.mkdir(parents=True, exist_ok=True)
+    if run.is_main_process:
+        write_text_atomic(previous, dump(recipe))
+
+
+def execute(run: Run) -> Run:
+    """Stages 4-10. Observers hear about every phase; the run folder only ever holds complete files."""
+    from . import evaluate, train
+
+    prepare_out_dir(run)
+    run.hook.on_run_start(run=run)
+    try:
+        load_model(run)
+        datasets = tokenize(run)
+        run.summary["train"] = train.train(run, datasets)
+        if run.recipe.evaluation.split != "none":
+            run.enter("evaluate")
+            run.metrics = evaluate.evaluate(run, run.recipe.evaluation.split)
+            run.hook.on_evaluate(run=run)
+        export(run)
+        finish(run)
+    except BaseException as exc:
+        run.error = exc
+        raise
+    finally:
+        run.hook.on_run_end(run=run)
+    return run
+
+
+def load_model(run: Run) -> None:
+    run.enter("load")
+    recipe = run.recipe
+    loader, quantizer = run.components["model"], run.components.get("quantization")
+    if getattr(loader.options, "trust_remote_code", False):
+        run.warn(f"trust_remote_code is on: modelling code shipped with '{loader.describe()}' will run")
+    if quantizer is not None:
+        quantizer.check_supported()
+    run.tokenizer = loader.load_tokenizer(run)
+    run.encoder = data_mod.make_encoder(run.tokenizer, getattr(loader.options, "chat_template", "auto"))
+    model = loader.load_model(run, **(quantizer.load_kwargs(recipe) if quantizer else {}))
+    if quantizer is not None:
+        model = quantizer.prepare(model, recipe)
+    elif recipe.training.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    run.model = run.components["adapter"].attach(model, recipe)
+    trainable, total = run.model.get_nb_trainable_parameters()
+    run.summary["params"] = {"trainable": int(trainable), "total": int(total)}
+
+
+def tokenize(run: Run) -> dict[str, Any]:
+    run.enter("data")
+    out = {}
+    for split in ("train", "validation"):
+        if split not in run.records:
+            continue
+        records = run.records[split]
+        examples = run.train_examples if split == "train" else [run.task.format(r) for r in records]
+        out[split], dropped = data_mod.tokenize(examples, records, run.encoder, run.recipe.training.max_length, split)
+        if dropped:
+            run.warn(f"{dropped} {split} records are longer than training.max_length "
+                     f"({run.recipe.training.max_length}) and were left out")
+        if len(out[split]) == 0:
+            raise RunError(f"no {split} record fits training.max_length ({run.recipe.training.max_length})",
+                           file=run.recipe.path, key="training.max_length", hint="Raise training.max_length.")
+    return out
+
+
+def export(run: Run) -> None:
+    if not run.recipe.exports:
+        return
+    run.enter("export")
+    for spec in run.recipe.exports:
+        exporter = run.components[spec.key]
+        target = run.out_dir / (getattr(spec.options, "dir", None) or exporter.default_dir)
+        if run.is_main_process:
+            with atomic_dir(target) as tmp:
+                result = exporter.export(run, tmp)
+        else:
+            result = {}
+        run.exports.append({"type": spec.name, "path": str(target), **result})
+        run.hook.on_export(run=run)
+
+
+def finish(run: Run) -> None:
+    run.summary["wall_time_s"] = round(time.time() - run.started, 1)
+    if not run.is_main_process:
+        return
+    report = {
+        "recipe": run.recipe.name,
+        "model": run.components["model"].describe(),
+        **run.summary,
+        "metrics": run.metrics,
+        "exports": run.exports,
+        "warnings": run.warnings,
+    }
+    write_json_atomic(run.out_dir / "metrics.json", report)
+
+
+def run_recipe(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None) -> Run:
+    return execute(build(recipe, observers, out_dir))
+
+
+__all__ = ["Run", "build", "execute", "run_recipe", "LoraforgeError"]

@@ -1,0 +1,79 @@
+"""Scoring: batched greedy generation with a KV cache and left padding, parsed by the task, scored by metrics.
+
+Records are sorted by prompt length so each batch pads little; results are put back in the original order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from .components import Record
+
+
+def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,
+             label: str = "generate") -> list[str]:
+    """Greedy completions of token-id prompts, decoded without special tokens."""
+    import torch
+
+    model, tok = run.model, run.tokenizer
+    device = next(model.parameters()).device
+    pad = tok.pad_token_id
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outputs: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if run.summary.get("precision") == "bf16"
+                else contextlib.nullcontext())
+    began = time.perf_counter()
+    try:
+        for start in range(0, len(order), batch_size):
+            batch = [prompts[i] for i in order[start:start + batch_size]]
+            longest = max(len(p) for p in batch)
+            ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+            mask = torch.zeros((len(batch), longest), dtype=torch.long)
+            for row, p in enumerate(batch):
+                ids[row, longest - len(p):] = torch.tensor(p)
+                mask[row, longest - len(p):] = 1
+            with torch.inference_mode(), autocast:
+                generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                           max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+                                           pad_token_id=pad, eos_token_id=tok.eos_token_id, use_cache=True)
+            texts = tok.batch_decode(generated[:, longest:], skip_special_tokens=True)
+            for i, text in zip(order[start:start + batch_size], texts):
+                outputs[i] = text
+            done = min(start + batch_size, len(order))
+            eta = (time.perf_counter() - began) / done * (len(order) - done)
+            run.report(done, len(order), "record", what=label, eta_s=eta)
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def evaluate(run: Any, split: str) -> dict[str, Any]:
+    """Generate for every record of `split`, parse through the task, and compute every metric."""
+    task = run.task
+    records: list[Record] = run.records[split][: run.recipe.evaluation.max_records]
+    max_new = run.recipe.evaluation.max_new_tokens or task.max_new_tokens(run.train_examples, run.encoder.count)
+    prompts = [run.encoder.prompt_ids(task.format(r).prompt) for r in records]
+    texts = generate(run, prompts, max_new, run.recipe.evaluation.batch_size, label=split)
+    predictions = [task.parse(t, r) for t, r in zip(texts, records)]
+    references = [task.reference(r) for r in records]
+    scores = {key.split(":", 1)[1]: metric.compute(predictions, references, task)
+              for key, metric in run.components.items() if key.startswith("metric:")}
+    _write_predictions(run, split, records, texts)
+    return {split: scores}
+
+
+def _write_predictions(run: Any, split: str, records: Sequence[Record], texts: Sequence[str]) -> None:
+    import json
+
+    from .files import write_text_atomic
+
+    if not run.is_main_process:
+        return
+    lines = [json.dumps({"file": r.file, "line": r.line, "generated": t}, ensure_ascii=False)
+             for r, t in zip(records, texts)]
+    write_text_atomic(run.out_dir / f"predictions-{split}.jsonl", "\n".join(lines) + "\n")

@@ -1,0 +1,376 @@
+"""Recipes: TOML files resolved into typed sections.
+
+Loading is pure data handling — a recipe never imports or executes anything. Resolution order:
+`extends` chain (deep merge, base first) → `--set` overrides → fixed sections parsed (every problem collected)
+→ component sections (`[model]`, `[task]`, `[adapter]`, `[quantization]`, `[[export]]`) checked against the
+options their plugin declares, once the plugin registry is known (`Recipe.bind`).
+
+A component table whose selector (`loader` for `[model]`, `type` elsewhere) is changed by an extending recipe is
+replaced, not merged: the old component's options mean nothing to the new one.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import Problem, RecipeError, did_you_mean
+from .schema import option, parse, to_dict
+
+#: component sections and the key that selects their plugin
+COMPONENTS: dict[str, tuple[str, str, str | None]] = {
+    # section: (selector key, registry kind, default selector)
+    "model": ("loader", "model loader", "hf"),
+    "task": ("type", "task", None),
+    "adapter": ("type", "adapter", "lora"),
+    "quantization": ("type", "quantizer", "none"),
+    "export": ("type", "exporter", None),
+}
+NO_QUANTIZATION = "none"
+
+
+@dataclass
+class DataSection:
+    train: str = option(help="Training records: .jsonl, .csv, or a format the task reads (e.g. .conll).")
+    validation: str | None = option(None, help="Validation records; when unset, `validation_split` of train.")
+    test: str | None = option(None, help="Test records, evaluated after training.")
+    format: str = option("auto", help="File format; `auto` picks by extension (.jsonl, .csv, .conll, .bio).")
+    validation_split: float = option(0.0, ge=0.0, lt=1.0,
+                                     help="Fraction of train held out for validation when no file is given.")
+    max_records: int | None = option(None, ge=1, help="Use only the first N records of each split (quick runs).")
+
+
+@dataclass
+class TrainingSection:
+    epochs: float = option(3.0, gt=0, help="Passes over the training set.", aliases=("num_epochs",))
+    max_steps: int | None = option(None, ge=1, help="Stop after this many optimizer steps (overrides epochs).")
+    learning_rate: float = option(2e-4, gt=0, help="Peak learning rate.", aliases=("lr",))
+    batch_size: int = option(4, ge=1, help="Sequences per device per step.",
+                             aliases=("per_device_train_batch_size", "micro_batch_size"))
+    gradient_accumulation_steps: int = option(1, ge=1, help="Micro-batches per optimizer step.")
+    max_length: int = option(512, ge=8, help="Longest tokenized prompt+target; longer records are an error.",
+                             aliases=("sequence_len", "max_seq_length"))
+    seed: int = option(42, help="Seed for weights of new layers, dropout, shuffling.")
+    warmup_ratio: float = option(0.03, ge=0.0, lt=1.0, help="Fraction of steps spent warming up the LR.")
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
+                       "polynomial"] = option("cosine", help="Learning-rate schedule (transformers names).",
+                                              aliases=("lr_scheduler", "lr_scheduler_type"))
+    optimizer: str = option("adamw_torch", help="Optimizer (transformers `optim` names, e.g. paged_adamw_8bit).",
+                            aliases=("optim",))
+    weight_decay: float = option(0.0, ge=0.0, help="Decoupled weight decay.")
+    max_grad_norm: float = option(1.0, ge=0.0, help="Gradient clipping norm (0 disables).")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = option(
+        "auto", help="Mixed precision; `auto` uses bf16 where the device supports it, else fp32.")
+    gradient_checkpointing: bool = option(False, help="Recompute activations in backward to save memory.")
+    group_by_length: bool = option(True, help="Batch records of similar length to cut padding.")
+    logging_steps: int = option(10, ge=1, help="Optimizer steps between loss reports.")
+    save_steps: int = option(0, ge=0, help="Checkpoint every N steps; 0 checkpoints at the end of each epoch.")
+    save_total_limit: int = option(2, ge=1, help="Checkpoints kept in the run folder.")
+    eval_loss: bool = option(True, help="Compute validation loss at each checkpoint (needs validation data).")
+    dataloader_workers: int = option(0, ge=0, help="Data-loading worker processes.")
+
+
+@dataclass
+class EvaluationSection:
+    split: Literal["test", "validation", "none"] = option("test", help="Split scored after training.")
+    metrics: list[str] | None = option(None, help="Metric names; default: the task's own metrics.")
+    batch_size: int = option(16, ge=1, help="Sequences generated at once.")
+    max_new_tokens: int | None = option(None, ge=1,
+                                        help="Generation bound; default: from the longest training target.")
+    max_records: int | None = option(None, ge=1, help="Score only the first N records of the split.")
+
+
+@dataclass
+class OutputSection:
+    dir: str | None = option(None, help="Run folder; default `runs/<recipe name>` in the working directory.")
+    overwrite: bool = option(False, help="Reuse a run folder that holds a finished run of this recipe.")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataSection,
+    "training": TrainingSection,
+    "evaluation": EvaluationSection,
+    "output": OutputSection,
+}
+
+
+@dataclass
+class ComponentSpec:
+    """A recipe table that names a plugin component, plus its raw options (typed once bound)."""
+
+    section: str
+    key: str  # key path for messages: "adapter", "export[1]"
+    name: str
+    raw: dict[str, Any]
+    options: Any = None
+
+
+@dataclass
+class Recipe:
+    path: Path
+    name: str
+    data: DataSection
+    training: TrainingSection
+    evaluation: EvaluationSection
+    output: OutputSection
+    model: ComponentSpec
+    task: ComponentSpec
+    adapter: ComponentSpec
+    quantization: ComponentSpec
+    exports: list[ComponentSpec]
+    description: str = ""
+    requires: list[str] = field(default_factory=list)
+    sections: dict[str, Any] = field(default_factory=dict)
+    raw_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def quantized(self) -> bool:
+        return self.quantization.name != NO_QUANTIZATION
+
+    def components(self) -> list[ComponentSpec]:
+        return [self.model, self.task, self.adapter, self.quantization, *self.exports]
+
+    def resolve_path(self, key: str, value: str) -> Path:
+        """A path from the recipe, relative to the file that set it (or the working directory for --set)."""
+        p = Path(value).expanduser()
+        if p.is_absolute():
+            return p
+        origin = self.origins.get(key, str(self.path))
+        base = Path.cwd() if origin.startswith("--set") else Path(origin).parent
+        return (base / p).resolve()
+
+    def data_path(self, split: str) -> Path | None:
+        value = getattr(self.data, split)
+        return None if value is None else self.resolve_path(f"data.{split}", value)
+
+    def bind(self, registry: Any) -> None:
+        """Type every component section with its plugin's options; raise one error listing every problem."""
+        from .errors import LoraforgeError
+
+        problems: list[Problem] = []
+        for spec in self.components():
+            selector, kind, _ = COMPONENTS[spec.section]
+            if spec.section == "quantization" and spec.name == NO_QUANTIZATION:
+                if spec.raw:
+                    problems += [Problem("unused: quantization type is \"none\"", key=f"{spec.key}.{k}")
+                                 for k in spec.raw]
+                continue
+            try:
+                reg = registry.get(kind, spec.name, key=f"{spec.key}.{selector}")
+            except LoraforgeError as exc:
+                problems += exc.problems
+                continue
+            spec.options, found = parse(reg.options, spec.raw, spec.key)
+            problems += found
+        for name, table in self.raw_sections.items():
+            reg = registry.find("recipe section", name)
+            if reg is None:
+                sections = list(SECTIONS) + list(COMPONENTS) + registry.names("recipe section")
+                problems.append(Problem(f"unknown section{did_you_mean(name, sections)}", key=name))
+                continue
+            self.sections[name], found = parse(reg.factory, table, name)
+            problems += found
+        if problems:
+            raise RecipeError(problems, file=self.path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe as TOML data: defaults filled in, paths absolute, no `extends`."""
+        out: dict[str, Any] = {"name": self.name}
+        if self.description:
+            out["description"] = self.description
+        if self.requires:
+            out["requires"] = list(self.requires)
+        for spec in (self.model, self.task, self.adapter, self.quantization):
+            selector = COMPONENTS[spec.section][0]
+            out[spec.section] = {selector: spec.name, **_options_dict(spec)}
+        data = to_dict(self.data)
+        for split in ("train", "validation", "test"):
+            if data.get(split):
+                data[split] = str(self.data_path(split))
+        out["data"] = data
+        for name in ("training", "evaluation", "output"):
+            out[name] = to_dict(getattr(self, name))
+        out["export"] = [{"type": spec.name, **_options_dict(spec)} for spec in self.exports]
+        for name, value in self.sections.items():
+            out[name] = to_dict(value)
+        return out
+
+
+def _options_dict(spec: ComponentSpec) -> dict[str, Any]:
+    return to_dict(spec.options) if spec.options is not None else dict(spec.raw)
+
+
+# ---------------------------------------------------------------------------------------------------- loading
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse one TOML file; syntax errors name the line and column."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError("file not found", file=path,
+                          hint="Check the path; recipes shipped with loraforge live in recipes/.") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(f"cannot read: {exc}", file=path) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        m = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        line, column = (int(m.group(1)), int(m.group(2))) if m else (None, None)
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message)
+        raise RecipeError(f"invalid TOML: {message}", file=path, line=line, column=column,
+                          hint="Fix the syntax there (strings need quotes, tables [name], lists [a, b]).") from None
+
+
+def _layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """The `extends` chain as (file, table) pairs, base first."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(p.name for p in (*chain, path))
+        raise RecipeError(f"`extends` forms a cycle: {cycle}", file=chain[-1], key="extends",
+                          hint="Remove one of the `extends` lines.")
+    table = read_toml(path)
+    parent = table.pop("extends", None)
+    if parent is None:
+        return [(path, table)]
+    if not isinstance(parent, str):
+        raise RecipeError("must be a string: the path of the recipe this one builds on", file=path, key="extends")
+    parent_path = (path.parent / parent)
+    if not parent_path.exists():
+        raise RecipeError(f"extends '{parent}', which does not exist (looked at {parent_path.resolve()})",
+                          file=path, key="extends", hint="Paths in `extends` are relative to the recipe itself.")
+    return [*_layers(parent_path, (*chain, path)), (path, table)]
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any], origins: dict[str, str], source: str,
+           prefix: str = "") -> None:
+    for key, value in over.items():
+        path = f"{prefix}{key}"
+        current = base.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            selector = COMPONENTS.get(key, (None,))[0] if not prefix else None
+            if selector and selector in value and value[selector] != current.get(selector):
+                base[key] = {}  # another component: the old options do not apply
+                for k in [k for k in origins if k.startswith(f"{path}.")]:
+                    del origins[k]
+            _merge(base[key], value, origins, source, f"{path}.")
+        else:
+            base[key] = value
+            for k in [k for k in origins if k.startswith(f"{path}.") or k.startswith(f"{path}[")]:
+                del origins[k]
+            _record(origins, path, value, source)
+
+
+def _record(origins: dict[str, str], path: str, value: Any, source: str) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _record(origins, f"{path}.{k}", v, source)
+    elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        for i, v in enumerate(value):
+            _record(origins, f"{path}[{i}]", v, source)
+    else:
+        origins[path] = source
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`section.key=value` → (["section", "key"], value). Values are TOML; bare words are strings."""
+    if "=" not in text:
+        raise RecipeError(f"--set {text!r}: expected section.key=value", hint="For example: --set adapter.r=8")
+    key, _, value = text.partition("=")
+    parts = key.strip().split(".")
+    if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
+        raise RecipeError(f"--set {text!r}: '{key}' is not a key path like training.learning_rate")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value.strip()
+    return parts, parsed
+
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Load and resolve a recipe; raise one RecipeError listing every problem of the fixed sections."""
+    path = Path(path)
+    merged: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for file, table in _layers(path):
+        _merge(merged, table, origins, str(file))
+    for text in overrides:
+        parts, value = parse_override(text)
+        nested: Any = value
+        for p in reversed(parts):
+            nested = {p: nested}
+        _merge(merged, nested, origins, f"--set {text}")
+    return _build(path.resolve(), merged, origins)
+
+
+def _build(path: Path, merged: dict[str, Any], origins: dict[str, str]) -> Recipe:
+    problems: list[Problem] = []
+    top = dict(merged)
+    name = top.pop("name", path.stem)
+    description = top.pop("description", "")
+    requires = top.pop("requires", [])
+    for key, value, kind in (("name", name, str), ("description", description, str)):
+        if not isinstance(value, kind):
+            problems.append(Problem("must be a string", key=key))
+    if not (isinstance(requires, list) and all(isinstance(r, str) for r in requires)):
+        problems.append(Problem('must be a list of package requirements, e.g. ["loraforge-jsonx>=0.3"]',
+                                key="requires"))
+    parsed: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        table = top.pop(section, {})
+        if not isinstance(table, dict):
+            problems.append(Problem("must be a table", key=section))
+            continue
+        parsed[section], found = parse(cls, table, section)
+        problems += found
+    components: dict[str, Any] = {}
+    for section, (selector, _, default) in COMPONENTS.items():
+        value = top.pop(section, None)
+        if section == "export":
+            tables = value if value is not None else []
+            if not isinstance(tables, list):
+                problems.append(Problem("must be an array of tables: [[export]]", key="export"))
+                tables = []
+            components["exports"] = [_spec(section, f"export[{i}]", t, selector, default, problems)
+                                     for i, t in enumerate(tables)]
+        else:
+            components[section] = _spec(section, section, value if value is not None else {}, selector, default,
+                                        problems)
+    raw_sections = {}
+    for key, value in top.items():
+        if isinstance(value, dict):
+            raw_sections[key] = value
+        else:
+            known_keys = ["name", "description", "requires", "extends", *SECTIONS, *COMPONENTS]
+            problems.append(Problem(f"unknown key{did_you_mean(key, known_keys)}", key=key))
+    if problems:
+        raise RecipeError(problems, file=path)
+    return Recipe(path=path, name=name, description=description, requires=list(requires),
+                  raw_sections=raw_sections, origins=origins, **parsed, **components)
+
+
+def _spec(section: str, key: str, table: Any, selector: str, default: str | None,
+          problems: list[Problem]) -> ComponentSpec:
+    if not isinstance(table, dict):
+        problems.append(Problem("must be a table", key=key))
+        table = {}
+    raw = dict(table)
+    name = raw.pop(selector, default)
+    if name is None:
+        problems.append(Problem(f"is required: which {COMPONENTS[section][1]} to use", key=f"{key}.{selector}"))
+        name = ""
+    elif not isinstance(name, str):
+        problems.append(Problem("must be a string", key=f"{key}.{selector}"))
+        name = ""
+    return ComponentSpec(section=section, key=key, name=name, raw=raw)
+
+
+def dump(recipe: Recipe) -> str:
+    import tomli_w
+
+    return tomli_w.dumps(recipe.to_dict())

@@ -1,0 +1,81 @@
+"""Pytest fixtures for loraforge and for plugin authors (loaded through the `pytest11` entry point).
+
+- `loraforge_cache`: a per-session cache folder (tiny models, tokenized data), so tests never touch ~/.cache.
+- `tiny_model_dir`: a real tiny Llama + BPE tokenizer saved as a Hugging Face folder, built once per session.
+- `make_recipe`: writes a recipe TOML (and JSONL data files) into tmp_path and returns its path.
+
+Plugins under test are passed to a run as objects (`engine.build(recipe, observers=(plugin,))`) or installed as
+packages; every run builds a fresh plugin manager, so nothing registered in one test leaks into another.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+#: a small model that trains in seconds on a CPU
+TINY_MODEL: dict[str, Any] = {"loader": "tiny", "hidden_size": 64, "num_layers": 1, "num_heads": 4,
+                              "num_kv_heads": 2, "intermediate_size": 128, "vocab_size": 400, "seed": 0}
+#: training settings for tests: a few steps, no checkpoints beyond the end
+QUICK_TRAINING: dict[str, Any] = {"epochs": 1, "batch_size": 8, "learning_rate": 5e-3, "max_length": 256,
+                                  "logging_steps": 1, "warmup_ratio": 0.0, "eval_loss": False}
+
+
+@pytest.fixture(scope="session")
+def loraforge_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    from .files import CACHE_ENV
+
+    path = tmp_path_factory.mktemp("loraforge-cache")
+    old = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(loraforge_cache: Path) -> Path:
+    """A real Hugging Face model folder (Llama architecture, safetensors, fast tokenizer)."""
+    from .builtin.models import TinyLoader
+    from .schema import parse
+
+    options, problems = parse(TinyLoader.Options, {k: v for k, v in TINY_MODEL.items() if k != "loader"}, "model")
+    assert not problems, problems
+    corpus = ["The patient took 500 mg of metformin for type 2 diabetes.",
+              "Chest X-ray showed no pneumonia; continue amoxicillin 875 mg twice daily."] * 20
+    return TinyLoader(options).build(corpus)
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def make_recipe(tmp_path: Path, loraforge_cache: Path) -> Callable[..., Path]:
+    """`make_recipe(table, name="recipe.toml", data={"train": [records...]})` → path of the written recipe.
+
+    `data` maps split names to lists of records, written as JSONL beside the recipe and referenced from it.
+    """
+    import tomli_w
+
+    def make(table: dict[str, Any], name: str = "recipe.toml",
+             data: dict[str, list[dict[str, Any]]] | None = None) -> Path:
+        table = json.loads(json.dumps(table))  # deep copy
+        for split, records in (data or {}).items():
+            write_jsonl(tmp_path / f"{split}.jsonl", records)
+            table.setdefault("data", {})[split] = f"{split}.jsonl"
+        table.setdefault("output", {}).setdefault("dir", str(tmp_path / "run"))
+        path = tmp_path / name
+        path.write_text(tomli_w.dumps(table), encoding="utf-8")
+        return path
+
+    return make

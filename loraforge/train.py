@@ -1,0 +1,160 @@
+"""Hugging Face Trainer wiring: arguments from the recipe, our collator, and a callback that turns the
+Trainer's events into loraforge lifecycle hooks (progress, ETA from measured step time, log file).
+
+Because this is the stock Trainer, `accelerate launch -m loraforge run ...` and `torchrun` scale it out
+(DDP, FSDP, DeepSpeed) with no code of ours in the way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from .data import PadCollator
+from .errors import RunError
+
+
+def resolve_precision(requested: str) -> str:
+    """`auto` picks what the device does well: bf16 on GPUs that support it, fp16 on older ones, fp32 on CPU."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if requested == "auto":
+        if not cuda:
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if requested == "fp16" and not cuda:
+        raise RunError("training.precision = \"fp16\" needs a CUDA GPU", key="training.precision",
+                       hint="Use \"bf16\" or \"fp32\" on a CPU, or \"auto\".")
+    if requested == "bf16" and cuda and not torch.cuda.is_bf16_supported():
+        raise RunError("this GPU does not support bf16", key="training.precision", hint="Use \"fp16\" or \"auto\".")
+    return requested
+
+
+def training_arguments(run: Any, has_eval: bool) -> Any:
+    import torch
+    from transformers import TrainingArguments
+
+    t = run.recipe.training
+    precision = resolve_precision(t.precision)
+    run.summary["precision"] = precision
+    per_steps = t.save_steps > 0
+    eval_on = has_eval and t.eval_loss
+    return TrainingArguments(
+        output_dir=str(run.out_dir / "checkpoints"),
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate,
+        lr_scheduler_type=t.scheduler,
+        warmup_steps=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        optim=t.optimizer,
+        seed=t.seed,
+        data_seed=t.seed,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        use_cpu=not torch.cuda.is_available(),
+        logging_steps=t.logging_steps,
+        logging_first_step=True,
+        save_strategy="steps" if per_steps else "epoch",
+        save_steps=t.save_steps if per_steps else 500,
+        save_total_limit=t.save_total_limit,
+        eval_strategy=("steps" if per_steps else "epoch") if eval_on else "no",
+        eval_steps=t.save_steps if per_steps and eval_on else None,
+        prediction_loss_only=True,
+        train_sampling_strategy="group_by_length" if t.group_by_length else "random",
+        length_column_name="length",
+        remove_unused_columns=False,
+        label_names=["labels"],
+        dataloader_num_workers=t.dataloader_workers,
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
+def _callback(run: Any) -> Any:
+    from transformers import TrainerCallback
+
+    from .engine import StepInfo
+
+    class LifecycleCallback(TrainerCallback):
+        """Trainer events → loraforge hooks; ETA from the measured time per step, after the first step."""
+
+        def __init__(self) -> None:
+            self.first_step_at: float | None = None
+            self.log = open(run.out_dir / "log.jsonl", "a", encoding="utf-8") if run.is_main_process else None
+
+        def _eta(self, state: Any) -> float | None:
+            if self.first_step_at is None or state.global_step <= 1:
+                return None
+            per_step = (time.perf_counter() - self.first_step_at) / (state.global_step - 1)
+            return per_step * (state.max_steps - state.global_step)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == 1:
+                self.first_step_at = time.perf_counter()
+            run.report(state.global_step, state.max_steps, "step", epoch=state.epoch or 0.0, eta_s=self._eta(state),
+                       loss=run.step.loss if run.step else None)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            logs = logs or {}
+            if self.log is not None:
+                self.log.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+                self.log.flush()
+            if "loss" in logs:
+                loss = float(logs["loss"])
+                if not math.isfinite(loss):
+                    control.should_training_stop = True
+                    run.summary["non_finite_loss_step"] = state.global_step
+                run.step = StepInfo(state.global_step, state.max_steps, state.epoch or 0.0, loss,
+                                    logs.get("learning_rate"), self._eta(state))
+                run.hook.on_step(run=run)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.log is not None:
+                self.log.close()
+
+    return LifecycleCallback()
+
+
+def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
+    from transformers import PrinterCallback, Trainer
+
+    run.enter("train")
+    train_set, eval_set = datasets["train"], datasets.get("validation")
+    args = training_arguments(run, eval_set is not None)
+    tokens = int(sum(train_set["length"]))
+    trainer = Trainer(
+        model=run.model, args=args, train_dataset=train_set,
+        eval_dataset=eval_set if args.eval_strategy != "no" else None,
+        data_collator=PadCollator(run.tokenizer.pad_token_id), processing_class=run.tokenizer,
+        callbacks=[_callback(run)],
+    )
+    trainer.remove_callback(PrinterCallback)  # progress is reported through the lifecycle hooks
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    if "non_finite_loss_step" in run.summary:
+        raise RunError(f"the training loss became non-finite at step {run.summary['non_finite_loss_step']}; "
+                       "training stopped", file=Path(args.output_dir), key="training.learning_rate",
+                       hint="Lower training.learning_rate or use precision \"fp32\"; checkpoints before that "
+                            "step are kept.")
+    epochs = float(trainer.state.epoch or 0.0)
+    history = [e for e in trainer.state.log_history if "eval_loss" in e]
+    return {
+        "steps": trainer.state.global_step,
+        "epochs": round(epochs, 3),
+        "runtime_s": round(seconds, 2),
+        "train_loss": round(float(result.training_loss), 5),
+        "eval_loss": round(float(history[-1]["eval_loss"]), 5) if history else None,
+        "tokens": int(tokens * epochs),
+        "tokens_per_s": round(tokens * epochs / seconds, 1) if seconds else None,
+        "records": len(train_set),
+    }

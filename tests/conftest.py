@@ -1,0 +1,51 @@
+"""Shared helpers for loraforge's own tests. Plugin-author fixtures come from loraforge.testing (pytest11)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from loraforge.testing import QUICK_TRAINING, TINY_MODEL
+
+ROOT = Path(__file__).resolve().parents[1]
+LABELS = ["MEDICATION", "DOSAGE", "CONDITION", "PROCEDURE"]
+
+
+def ner_records(count: int, offset: int = 0) -> list[dict[str, Any]]:
+    """Small real NER records (first lines of the shipped medical data set)."""
+    lines = (ROOT / "data" / "medical_ner" / "train.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines[offset:offset + count]]
+
+
+def ner_recipe(**sections: Any) -> dict[str, Any]:
+    """A recipe table for a quick NER run on the tiny model; sections given replace the defaults."""
+    table: dict[str, Any] = {
+        "name": "quick_ner",
+        "model": dict(TINY_MODEL),
+        "task": {"type": "ner", "labels": LABELS},
+        "adapter": {"type": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "training": dict(QUICK_TRAINING),
+        "evaluation": {"batch_size": 16, "max_new_tokens": 24},
+        "export": [{"type": "adapter"}],
+    }
+    table.update(sections)
+    return table
+
+
+def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+        timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real `loraforge` command in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "loraforge", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture
+def cache_env(loraforge_cache: Path) -> dict[str, str]:
+    return {"LORAFORGE_CACHE": str(loraforge_cache)}
