@@ -11,9 +11,10 @@ from rich.console import Console
 from rich.table import Table
 
 from . import __version__
-from .errors import LoraforgeError
+from .errors import Interrupted, LoraforgeError
 
 USER_ERROR = 2
+INTERRUPTED = 130
 
 
 def _recipe_args(p: argparse.ArgumentParser) -> None:
@@ -33,6 +34,10 @@ def build_parser() -> argparse.ArgumentParser:
     _recipe_args(run)
     run.add_argument("--output", type=Path, help="run folder (default: [output] dir, else runs/<recipe name>)")
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    start = run.add_mutually_exclusive_group()
+    start.add_argument("--resume", metavar="CHECKPOINT", help="resume from this checkpoint (default: the latest "
+                                                              "checkpoint in the run folder, if any)")
+    start.add_argument("--restart", action="store_true", help="start over, deleting the folder's checkpoints")
 
     validate = sub.add_parser("validate", help="check a recipe, its plugins and its data without training",
                               description="Check the recipe, the plugins it names and its data files.")
@@ -51,7 +56,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     recipe = load_recipe(args.recipe, args.overrides)
     observers = () if args.quiet else (ConsoleReporter(console),)
-    run_recipe(recipe, observers, out_dir=args.output.resolve() if args.output else None)
+    resume = "restart" if args.restart else (args.resume or "auto")
+    run_recipe(recipe, observers, out_dir=args.output.resolve() if args.output else None, resume=resume)
     return 0
 
 
@@ -115,12 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     console = Console()
     try:
         return COMMANDS[args.command](args, console)
+    except Interrupted as exc:
+        _print_error(exc)
+        return INTERRUPTED
     except LoraforgeError as exc:
         _print_error(exc)
         return USER_ERROR
     except KeyboardInterrupt:
         Console(stderr=True).print("interrupted")
-        return 130
+        return INTERRUPTED
 
 
 def _print_error(exc: LoraforgeError) -> None:

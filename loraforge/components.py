@@ -80,8 +80,13 @@ class Task(Component, ABC):
 
 
 class Metric(Component, ABC):
+    #: set True to receive `context=` (a `loraforge.evaluate.EvalContext`: the model, the split's records, and
+    #: `target_nll(...)` for adapted-vs-base likelihoods)
+    needs_model: ClassVar[bool] = False
+
     @abstractmethod
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task) -> dict[str, Any]:
+    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
+                **context: Any) -> dict[str, Any]:
         """A JSON-serialisable dict. Per-class scores go under "per_class": {label: {name: value}}."""
 
 

@@ -162,7 +162,7 @@ def tokenize(examples: Sequence[Example], records: Sequence[Record], encoder: Pr
         rows["labels"].append([IGNORE_INDEX] * len(prompt) + target)
         rows["length"].append(len(prompt) + len(target))
     dataset = datasets.Dataset.from_dict(rows)
-    with atomic_dir(folder) as tmp:
+    with atomic_dir(folder, replace=False) as tmp:
         dataset.save_to_disk(str(tmp))
         (tmp / "dropped.json").write_text(json.dumps({"dropped": dropped}))
     return dataset, dropped

@@ -7,12 +7,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import data as data_mod
+from . import runstate
 from .components import Example, Record
 from .errors import LoraforgeError, RecipeError, RunError
 from .files import atomic_dir, write_json_atomic, write_text_atomic
@@ -61,6 +63,11 @@ class Run:
     encoder: Any = None
     model: Any = None
     summary: dict[str, Any] = field(default_factory=dict)
+    #: "auto" resumes from the latest checkpoint, "restart" starts over, anything else is a checkpoint path
+    resume: str = "auto"
+    resume_from: Path | None = None
+    #: the run folder was given on the command line (so it may lie outside the working directory)
+    out_dir_explicit: bool = False
 
     @property
     def hook(self) -> Any:
@@ -87,13 +94,15 @@ class Run:
         self.report(0, 0, "warning", message=message)
 
 
-def build(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None) -> Run:
+def build(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None,
+          resume: str = "auto") -> Run:
     """Stages 2-3: plugins, typed components, requirements and records. No weights are touched."""
     pm = get_plugin_manager(extra=observers)
     registry = Registry(pm)
     check_requires(recipe)
     recipe.bind(registry)
-    run = Run(recipe=recipe, registry=registry, out_dir=out_dir or default_out_dir(recipe))
+    run = Run(recipe=recipe, registry=registry, out_dir=out_dir or default_out_dir(recipe), resume=resume,
+              out_dir_explicit=out_dir is not None)
     for spec in recipe.components():
         if spec.options is None:  # quantization "none"
             continue
@@ -118,7 +127,9 @@ def registry_kind(section: str) -> str:
 
 
 def default_out_dir(recipe: Recipe) -> Path:
-    return Path(recipe.output.dir or Path("runs") / recipe.name).resolve()
+    if recipe.output.dir:
+        return recipe.resolve_path("output.dir", recipe.output.dir)
+    return (Path("runs") / recipe.name).resolve()
 
 
 def check_requires(recipe: Recipe) -> None:
@@ -147,25 +158,75 @@ def check_requires(recipe: Recipe) -> None:
 
 
 def prepare_out_dir(run: Run) -> None:
-    """Refuse a folder that holds another recipe's run; write the resolved recipe so the run can be repeated."""
+    """Refuse a folder that is not ours to write: another recipe's run, a finished run, or outside the tree."""
     out, recipe = run.out_dir, run.recipe
+    if not run.out_dir_explicit and not recipe.output.allow_outside and not out.is_relative_to(Path.cwd()):
+        raise RecipeError(f"the run folder {out} is outside the working directory {Path.cwd()}", file=recipe.path,
+                          key="output.dir", hint="Set `allow_outside = true` in [output] if that is intended, or "
+                                                 "pass --output DIR.")
     previous = out / "recipe.toml"
-    if previous.exists():
-        import tomllib
+    if not previous.exists():
+        return
+    import tomllib
 
-        try:
-            other = tomllib.loads(previous.read_text()).get("name")
-        except tomllib.TOMLDecodeError:
-            other = None
-        if other != recipe.name:
-            raise RunError(f"the run folder holds a run of another recipe ('{other}')", file=out,
-                           key="output.dir", hint="Choose another folder: --output DIR or [output] dir.")
-        if (out / "metrics.json").exists() and not recipe.output.overwrite:
-            raise RunError("the run folder already holds a finished run of this recipe", file=out, key="output.dir",
-                           hint="Use --output DIR for a new run, or --set output.overwrite=true to replace it.")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        other = tomllib.loads(previous.read_text()).get("name")
+    except tomllib.TOMLDecodeError:
+        other = None
+    if other != recipe.name:
+        raise RunError(f"the run folder holds a run of another recipe ('{other}')", file=out,
+                       key="output.dir", hint="Choose another folder: --output DIR or [output] dir.")
+    if (out / "metrics.json").exists() and not recipe.output.overwrite and run.resume != "restart":
+        raise RunError("the run folder already holds a finished run of this recipe", file=out, key="output.dir",
+                       hint="Use --output DIR for a new run, or --restart (or --set output.overwrite=true) to "
+                            "replace it.")
+
+
+def settle(run: Run) -> None:
+    """Decide between a fresh start and a resume, check the run lock, then write recipe.toml and the lock."""
+    out = run.out_dir
+    lock = runstate.make_lock(run)
+    old = runstate.read_lock(out)
+    finished = (out / "metrics.json").exists()
+    if run.resume == "restart" or finished:
+        clear_run(run)
+    elif run.resume != "auto":
+        path = Path(run.resume).resolve()
+        if path not in runstate.checkpoints(path.parent.parent if path.parent.name == "checkpoints" else out):
+            raise RunError(f"{path} is not a complete checkpoint of a run", key="--resume",
+                           hint=f"Pick one of {out / runstate.CHECKPOINTS}/checkpoint-*.")
+        run.resume_from = path
+    elif runstate.checkpoints(out):
+        run.resume_from = runstate.checkpoints(out)[-1]
+    if run.resume_from is not None:
+        changed = runstate.changes(old, lock) if old else ["no run lock in the folder"]
+        if changed:
+            raise RunError("cannot resume: " + "; ".join(changed), file=out,
+                           hint="Undo the change, start over with --restart, or use --output DIR for a new run.")
+        for note in runstate.package_changes(old, lock):
+            run.warn(f"resuming with another package version: {note}")
     if run.is_main_process:
-        write_text_atomic(previous, dump(recipe))
+        out.mkdir(parents=True, exist_ok=True)
+        for partial in out.glob(".*.partial"):  # left by a run killed mid-export
+            shutil.rmtree(partial, ignore_errors=True)
+        write_text_atomic(out / "recipe.toml", dump(run.recipe))
+        write_json_atomic(out / runstate.LOCK_FILE, lock)
+
+
+def clear_run(run: Run) -> None:
+    """Start over: remove what a previous run of this recipe left (only on an explicit restart or overwrite)."""
+    if not run.is_main_process or not run.out_dir.exists():
+        return
+    for path in run.out_dir.iterdir():
+        if path.name in (runstate.CHECKPOINTS, *(spec_dir(run, spec) for spec in run.recipe.exports)):
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.is_file() and (path.name in ("metrics.json", "log.jsonl", runstate.LOCK_FILE)
+                                 or path.name.startswith("predictions-")):
+            path.unlink()
+
+
+def spec_dir(run: Run, spec: Any) -> str:
+    return getattr(spec.options, "dir", None) or run.components[spec.key].default_dir
 
 
 def execute(run: Run) -> Run:
@@ -177,13 +238,15 @@ def execute(run: Run) -> Run:
     try:
         load_model(run)
         datasets = tokenize(run)
+        settle(run)
         run.summary["train"] = train.train(run, datasets)
-        if run.recipe.evaluation.split != "none":
-            run.enter("evaluate")
-            run.metrics = evaluate.evaluate(run, run.recipe.evaluation.split)
-            run.hook.on_evaluate(run=run)
-        export(run)
-        finish(run)
+        if run.is_main_process:  # other ranks are done once the Trainer is
+            if run.recipe.evaluation.split != "none":
+                run.enter("evaluate")
+                run.metrics = evaluate.evaluate(run, run.recipe.evaluation.split)
+                run.hook.on_evaluate(run=run)
+            export(run)
+            finish(run)
     except BaseException as exc:
         run.error = exc
         raise
@@ -235,21 +298,15 @@ def export(run: Run) -> None:
         return
     run.enter("export")
     for spec in run.recipe.exports:
-        exporter = run.components[spec.key]
-        target = run.out_dir / (getattr(spec.options, "dir", None) or exporter.default_dir)
-        if run.is_main_process:
-            with atomic_dir(target) as tmp:
-                result = exporter.export(run, tmp)
-        else:
-            result = {}
+        target = run.out_dir / spec_dir(run, spec)
+        with atomic_dir(target) as tmp:
+            result = run.components[spec.key].export(run, tmp)
         run.exports.append({"type": spec.name, "path": str(target), **result})
         run.hook.on_export(run=run)
 
 
 def finish(run: Run) -> None:
     run.summary["wall_time_s"] = round(time.time() - run.started, 1)
-    if not run.is_main_process:
-        return
     report = {
         "recipe": run.recipe.name,
         "model": run.components["model"].describe(),
@@ -261,8 +318,9 @@ def finish(run: Run) -> None:
     write_json_atomic(run.out_dir / "metrics.json", report)
 
 
-def run_recipe(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None) -> Run:
-    return execute(build(recipe, observers, out_dir))
+def run_recipe(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None,
+               resume: str = "auto") -> Run:
+    return execute(build(recipe, observers, out_dir, resume))
 
 
 __all__ = ["Run", "build", "execute", "run_recipe", "LoraforgeError"]

@@ -85,6 +85,12 @@ class RunError(LoraforgeError):
     kind = "run error"
 
 
+class Interrupted(LoraforgeError):
+    """Ctrl-C during training: a checkpoint was saved and the run can be resumed."""
+
+    kind = "interrupted"
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """A short suffix suggesting the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,6 +53,43 @@ def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_
     return outputs
 
 
+@dataclass
+class EvalContext:
+    """What a metric with `needs_model = True` receives as `context`."""
+
+    run: Any
+    split: str
+    records: list[Record]
+
+    def target_nll(self, adapted: bool = True) -> tuple[float, int]:
+        """Summed negative log-likelihood of the split's targets given their prompts, and the token count.
+
+        `adapted=False` scores the base model (the adapter disabled), for adapted-vs-base comparisons.
+        """
+        import torch
+
+        run = self.run
+        model = run.model
+        device = next(model.parameters()).device
+        total, tokens = 0.0, 0
+        was_training = model.training
+        model.eval()
+        switch = contextlib.nullcontext() if adapted else model.disable_adapter()
+        try:
+            with torch.inference_mode(), switch:
+                for record in self.records:
+                    ex = run.task.format(record)
+                    prompt, target = run.encoder.prompt_ids(ex.prompt), run.encoder.target_ids(ex.target)
+                    ids = torch.tensor([prompt + target], device=device)
+                    labels = torch.tensor([[-100] * len(prompt) + target], device=device)
+                    loss = model(input_ids=ids, labels=labels).loss.float().item()
+                    total += loss * len(target)
+                    tokens += len(target)
+        finally:
+            model.train(was_training)
+        return total, tokens
+
+
 def evaluate(run: Any, split: str) -> dict[str, Any]:
     """Generate for every record of `split`, parse through the task, and compute every metric."""
     task = run.task
@@ -61,8 +99,12 @@ def evaluate(run: Any, split: str) -> dict[str, Any]:
     texts = generate(run, prompts, max_new, run.recipe.evaluation.batch_size, label=split)
     predictions = [task.parse(t, r) for t, r in zip(texts, records)]
     references = [task.reference(r) for r in records]
-    scores = {key.split(":", 1)[1]: metric.compute(predictions, references, task)
-              for key, metric in run.components.items() if key.startswith("metric:")}
+    context = EvalContext(run, split, records)
+    scores = {}
+    for key, metric in run.components.items():
+        if key.startswith("metric:"):
+            extra = {"context": context} if metric.needs_model else {}
+            scores[key.split(":", 1)[1]] = metric.compute(predictions, references, task, **extra)
     _write_predictions(run, split, records, texts)
     return {split: scores}
 

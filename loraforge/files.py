@@ -64,13 +64,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 @contextlib.contextmanager
-def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a fresh temporary folder beside `target`; on success it replaces `target` in one rename."""
+def atomic_dir(target: Path, *, replace: bool = True) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `target`; on success it replaces `target` in one rename.
+
+    With `replace=False` (content-addressed caches, which several processes may fill at once) an existing
+    `target` wins and the new copy is discarded, so no reader ever sees the folder vanish.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
     try:
         yield tmp
-        if target.exists():
+        if target.exists() and not replace:
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)

@@ -26,6 +26,8 @@ PLUGINS_ENV = "LORAFORGE_PLUGINS"
 BUILTIN_MODULES = (
     "loraforge.builtin.models",
     "loraforge.builtin.tasks.ner",
+    "loraforge.builtin.tasks.classification",
+    "loraforge.builtin.tasks.style",
     "loraforge.builtin.adapters",
     "loraforge.builtin.quantization",
     "loraforge.builtin.metrics",

@@ -85,8 +85,10 @@ class EvaluationSection:
 
 @dataclass
 class OutputSection:
-    dir: str | None = option(None, help="Run folder; default `runs/<recipe name>` in the working directory.")
-    overwrite: bool = option(False, help="Reuse a run folder that holds a finished run of this recipe.")
+    dir: str | None = option(None, help="Run folder, relative to this recipe; default `runs/<recipe name>` in the "
+                                        "working directory.")
+    overwrite: bool = option(False, help="Replace a finished run of this recipe in the run folder.")
+    allow_outside: bool = option(False, help="Allow a run folder outside the working directory.")
 
 
 SECTIONS: dict[str, type] = {

@@ -73,7 +73,9 @@ def make_recipe(tmp_path: Path, loraforge_cache: Path) -> Callable[..., Path]:
         for split, records in (data or {}).items():
             write_jsonl(tmp_path / f"{split}.jsonl", records)
             table.setdefault("data", {})[split] = f"{split}.jsonl"
-        table.setdefault("output", {}).setdefault("dir", str(tmp_path / "run"))
+        output = table.setdefault("output", {})
+        output.setdefault("dir", str(tmp_path / "run"))
+        output.setdefault("allow_outside", True)  # tmp_path lies outside the working directory
         path = tmp_path / name
         path.write_text(tomli_w.dumps(table), encoding="utf-8")
         return path

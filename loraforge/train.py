@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from .data import PadCollator
-from .errors import RunError
+from .errors import Interrupted, RunError
 
 
 def resolve_precision(requested: str) -> str:
@@ -63,6 +65,7 @@ def training_arguments(run: Any, has_eval: bool) -> Any:
         use_cpu=not torch.cuda.is_available(),
         logging_steps=t.logging_steps,
         logging_first_step=True,
+        logging_nan_inf_filter=False,  # a non-finite loss must be seen, not averaged away
         save_strategy="steps" if per_steps else "epoch",
         save_steps=t.save_steps if per_steps else 500,
         save_total_limit=t.save_total_limit,
@@ -79,7 +82,28 @@ def training_arguments(run: Any, has_eval: bool) -> Any:
     )
 
 
-def _callback(run: Any) -> Any:
+class InterruptFlag:
+    """First Ctrl-C asks for a checkpoint and a clean stop; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def __enter__(self) -> InterruptFlag:
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._previous or signal.default_int_handler)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _callback(run: Any, interrupt: InterruptFlag) -> Any:
     from transformers import TrainerCallback
 
     from .engine import StepInfo
@@ -89,17 +113,22 @@ def _callback(run: Any) -> Any:
 
         def __init__(self) -> None:
             self.first_step_at: float | None = None
+            self.first_step = 0
             self.log = open(run.out_dir / "log.jsonl", "a", encoding="utf-8") if run.is_main_process else None
 
         def _eta(self, state: Any) -> float | None:
-            if self.first_step_at is None or state.global_step <= 1:
+            if self.first_step_at is None or state.global_step <= self.first_step:
                 return None
-            per_step = (time.perf_counter() - self.first_step_at) / (state.global_step - 1)
+            per_step = (time.perf_counter() - self.first_step_at) / (state.global_step - self.first_step)
             return per_step * (state.max_steps - state.global_step)
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.global_step == 1:
+            if self.first_step_at is None:
                 self.first_step_at = time.perf_counter()
+                self.first_step = state.global_step
+            if interrupt.requested:  # Ctrl-C: save a checkpoint at this step, then stop
+                control.should_save = True
+                control.should_training_stop = True
             run.report(state.global_step, state.max_steps, "step", epoch=state.epoch or 0.0, eta_s=self._eta(state),
                        loss=run.step.loss if run.step else None)
 
@@ -110,8 +139,9 @@ def _callback(run: Any) -> Any:
                 self.log.flush()
             if "loss" in logs:
                 loss = float(logs["loss"])
-                if not math.isfinite(loss):
+                if not math.isfinite(loss):  # stop, and keep the last good checkpoint rather than this state
                     control.should_training_stop = True
+                    control.should_save = False
                     run.summary["non_finite_loss_step"] = state.global_step
                 run.step = StepInfo(state.global_step, state.max_steps, state.epoch or 0.0, loss,
                                     logs.get("learning_rate"), self._eta(state))
@@ -135,12 +165,17 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
         model=run.model, args=args, train_dataset=train_set,
         eval_dataset=eval_set if args.eval_strategy != "no" else None,
         data_collator=PadCollator(run.tokenizer.pad_token_id), processing_class=run.tokenizer,
-        callbacks=[_callback(run)],
+        callbacks=[_callback(run, interrupt := InterruptFlag())],
     )
     trainer.remove_callback(PrinterCallback)  # progress is reported through the lifecycle hooks
     start = time.perf_counter()
-    result = trainer.train()
+    with interrupt:
+        result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     seconds = time.perf_counter() - start
+    if interrupt.requested:
+        raise Interrupted(f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}; a checkpoint "
+                          "was saved", file=Path(args.output_dir),
+                          hint="Run the same command again to resume from it.")
     if "non_finite_loss_step" in run.summary:
         raise RunError(f"the training loss became non-finite at step {run.summary['non_finite_loss_step']}; "
                        "training stopped", file=Path(args.output_dir), key="training.learning_rate",

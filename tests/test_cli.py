@@ -34,7 +34,8 @@ def write_recipe(tmp_path: Path, table: dict, records: list[dict] | None = None,
     import tomli_w
 
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (records or ner_records(4))))
-    table = {**table, "data": {"train": "train.jsonl"}, "output": {"dir": str(tmp_path / "run")},
+    table = {**table, "data": {"train": "train.jsonl"},
+             "output": {"dir": str(tmp_path / "run"), "allow_outside": True},
              "evaluation": {"split": "none"}}
     path = tmp_path / "recipe.toml"
     path.write_text(raw if raw is not None else tomli_w.dumps(table))

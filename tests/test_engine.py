@@ -35,7 +35,7 @@ def lora_run(tmp_path_factory, loraforge_cache):
                        adapter={"type": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
                                 "modules_to_save": ["lm_head"]})
     table["data"] = {"train": "train.jsonl", "test": "test.jsonl"}
-    table["output"] = {"dir": str(folder / "run")}
+    table["output"] = {"dir": str(folder / "run"), "allow_outside": True}
     (folder / "r.toml").write_text(tomli_w.dumps(table))
     return run_recipe(load_recipe(folder / "r.toml"))
 

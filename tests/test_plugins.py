@@ -131,7 +131,7 @@ def test_entry_point_plugin_adds_a_task_without_touching_loraforge(tmp_path: Pat
         "name": "echo", "model": TINY_MODEL, "task": {"type": "echo", "prefix": "Echo:"},
         "data": {"train": "train.jsonl", "test": "train.jsonl", "max_records": 24},
         "training": {"max_steps": 2, "batch_size": 8, "logging_steps": 1, "eval_loss": False},
-        "evaluation": {"max_records": 4, "max_new_tokens": 4}, "output": {"dir": str(tmp_path / "run")},
+        "evaluation": {"max_records": 4, "max_new_tokens": 4}, "output": {"dir": str(tmp_path / "run"), "allow_outside": True},
     }))
     done = cli("run", str(recipe), "--quiet", env=env)
     assert done.returncode == 0, done.stderr

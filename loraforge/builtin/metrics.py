@@ -60,7 +60,8 @@ def _prf(values: Any) -> dict[str, float]:
 class SeqevalMetric(Metric):
     """Entity-level precision, recall and F1 (micro, macro and per label) via seqeval's default mode."""
 
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task) -> dict[str, Any]:
+    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
+                **context: Any) -> dict[str, Any]:
         from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
 
         if len(predictions) != len(references):

@@ -184,7 +184,7 @@ class TinyLoader(ModelLoader):
         key = digest(vars(self.options), corpus)
         target = cache_dir("tiny") / f"{self.options.name}-{key}"
         if not (target / "config.json").exists():
-            with atomic_dir(target) as tmp:
+            with atomic_dir(target, replace=False) as tmp:
                 tokenizer = self._train_tokenizer(corpus)
                 tokenizer.save_pretrained(tmp)
                 self._init_model(len(tokenizer), tokenizer).save_pretrained(tmp)
