@@ -87,7 +87,8 @@ class ConsoleReporter:
 
     @hookimpl
     def on_run_start(self, run: Any) -> None:
-        if not run.is_main_process:
+        if not run.is_main_process:  # one line per extra process, so a launch shows every rank took part
+            self.console.print(f"rank {run.rank} of {run.world_size}: training with rank 0")
             return
         r = run.recipe
         adapter = r.adapter.options
@@ -143,6 +144,8 @@ class ConsoleReporter:
     @hookimpl
     def on_run_end(self, run: Any) -> None:
         if not run.is_main_process:
+            if run.error is None:
+                self.console.print(f"rank {run.rank} of {run.world_size}: done")
             return
         self._stop()
         if run.error is not None:

@@ -74,8 +74,16 @@ class Run:
         return self.registry.pm.hook
 
     @property
+    def rank(self) -> int:
+        return int(os.environ.get("RANK", "0"))
+
+    @property
+    def world_size(self) -> int:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+
+    @property
     def is_main_process(self) -> bool:
-        return int(os.environ.get("RANK", "0")) == 0
+        return self.rank == 0
 
     @property
     def task(self) -> Any:

@@ -19,15 +19,22 @@ from .data import PadCollator
 from .errors import Interrupted, RunError
 
 
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls (AVX512-BF16 or AMX): there bf16 autocast is faster than fp32, not an emulation."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def resolve_precision(requested: str) -> str:
-    """`auto` picks what the device does well: bf16 on GPUs that support it, fp16 on older ones, fp32 on CPU."""
+    """`auto` picks what the device does well: bf16 where supported (GPU or CPU), else fp16 on GPUs, fp32 on CPUs."""
     import torch
 
     cuda = torch.cuda.is_available()
     if requested == "auto":
-        if not cuda:
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        if cuda:
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "bf16" if cpu_has_bf16() else "fp32"
     if requested == "fp16" and not cuda:
         raise RunError("training.precision = \"fp16\" needs a CUDA GPU", key="training.precision",
                        hint="Use \"bf16\" or \"fp32\" on a CPU, or \"auto\".")
@@ -77,6 +84,7 @@ def training_arguments(run: Any, has_eval: bool) -> Any:
         remove_unused_columns=False,
         label_names=["labels"],
         dataloader_num_workers=t.dataloader_workers,
+        ddp_find_unused_parameters=False,  # every adapter weight takes part in each forward
         report_to="none",
         disable_tqdm=True,
     )
@@ -172,6 +180,8 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
     with interrupt:
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     seconds = time.perf_counter() - start
+    # Accelerate patches forward() with mixed-precision autocast; evaluation and export want the plain model
+    run.model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     if interrupt.requested:
         raise Interrupted(f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}; a checkpoint "
                           "was saved", file=Path(args.output_dir),
