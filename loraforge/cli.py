@@ -43,6 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Check the recipe, the plugins it names and its data files.")
     _recipe_args(validate)
 
+    explain = sub.add_parser("explain", help="show every resolved value of a recipe and where it came from",
+                             description="Show each resolved recipe value and the file, --set or default it "
+                                         "came from.")
+    _recipe_args(explain)
+
+    sub.add_parser("recipes", help="list the recipes installed plugins ship",
+                   description="List recipes shipped by installed plugin packages (usable with `extends`).")
+
     plugins = sub.add_parser("plugins", help="list every registered component and where it came from",
                              description="List registered components with the plugin and package providing them.")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
@@ -79,6 +87,43 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace, console: Console) -> int:
+    from .plugins import Registry, get_plugin_manager
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    recipe.bind(Registry(get_plugin_manager()))
+    table = Table(title=f"{recipe.name}: resolved values", title_justify="left")
+    for column in ("key", "value", "from"):
+        table.add_column(column, overflow="fold")
+    for key, value, source in recipe.explain():
+        table.add_row(key, repr(value) if isinstance(value, str) else str(value), _short(source))
+    console.print(table)
+    return 0
+
+
+def _short(source: str) -> str:
+    """A source path relative to the working directory when it lies below it."""
+    try:
+        return str(Path(source).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return source
+
+
+def cmd_recipes(args: argparse.Namespace, console: Console) -> int:
+    from .plugins import Registry, get_plugin_manager
+
+    registry = Registry(get_plugin_manager())
+    table = Table(title="recipes shipped by plugins", title_justify="left")
+    for column in ("name", "path", "package"):
+        table.add_column(column, overflow="fold")
+    for reg in registry.all():
+        if reg.kind == "recipe":
+            table.add_row(reg.name, str(reg.factory), reg.package)
+    console.print(table)
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
     import json
 
@@ -98,7 +143,8 @@ def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plugins": cmd_plugins}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "explain": cmd_explain, "recipes": cmd_recipes,
+            "plugins": cmd_plugins}
 
 
 def quiet_libraries() -> None:

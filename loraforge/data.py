@@ -176,10 +176,16 @@ def tokenizer_fingerprint(tok: Any) -> str:
 
 
 class PadCollator:
-    """Right-pads a batch to its longest sequence; padded labels are ignored by the loss."""
+    """Right-pads a batch to its longest sequence; padded labels are ignored by the loss.
 
-    def __init__(self, pad_token_id: int) -> None:
+    With `logits_on_targets`, the batch also says how many trailing positions need logits at all: prompts come
+    first and are masked out of the loss, so the LM head (and its softmax) can skip every position before the
+    earliest target of the batch. `target_loss` then computes the same loss on that tail.
+    """
+
+    def __init__(self, pad_token_id: int, logits_on_targets: bool = False) -> None:
         self.pad_token_id = pad_token_id
+        self.logits_on_targets = logits_on_targets
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
@@ -193,4 +199,22 @@ class PadCollator:
             ids[i, :n] = torch.tensor(f["input_ids"])
             labels[i, :n] = torch.tensor(f["labels"])
             mask[i, :n] = 1
-        return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+        if self.logits_on_targets:
+            # logits at position t predict token t+1: keep from one before the earliest target token
+            first_target = int((labels != IGNORE_INDEX).int().argmax(dim=1).min())
+            batch["logits_to_keep"] = longest - max(first_target - 1, 0)
+        return batch
+
+
+def target_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+    """Causal-LM cross-entropy over the kept tail of logits; equal to the full loss, as prompts are masked."""
+    import torch.nn.functional as F
+
+    logits = outputs.logits
+    kept = logits.shape[1]
+    shifted = labels[:, labels.shape[1] - kept + 1:]
+    loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else (shifted != IGNORE_INDEX).sum()
+    return loss / count

@@ -112,3 +112,11 @@ def register_recipe_sections(register: Any) -> None:
     The table `[name]` of a recipe is then validated as strictly as the builtin sections (unknown keys, types,
     ranges), and components read the parsed options from `recipe.sections["name"]`.
     """
+
+
+@hookspec
+def register_recipes(register: Any) -> None:
+    """Register recipes a plugin package ships: `register("name", path_to_toml)`.
+
+    `loraforge recipes` lists them; a recipe can build on one with `extends = "package:recipes/name.toml"`.
+    """

@@ -43,6 +43,7 @@ KINDS: dict[str, str] = {
     "metric": "register_metrics",
     "exporter": "register_exporters",
     "recipe section": "register_recipe_sections",
+    "recipe": "register_recipes",
 }
 
 

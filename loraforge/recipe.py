@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import Problem, RecipeError, did_you_mean
-from .schema import option, parse, to_dict
+from .schema import aliases, option, parse, to_dict
 
 #: component sections and the key that selects their plugin
 COMPONENTS: dict[str, tuple[str, str, str | None]] = {
@@ -66,6 +66,8 @@ class TrainingSection:
         "auto", help="Mixed precision; `auto` uses bf16 where the device supports it, else fp32.")
     gradient_checkpointing: bool = option(False, help="Recompute activations in backward to save memory.")
     group_by_length: bool = option(True, help="Batch records of similar length to cut padding.")
+    logits_on_targets: bool = option(True, help="Compute the LM head only where the loss needs it (targets "
+                                                "follow prompts): the same loss with less work.")
     logging_steps: int = option(10, ge=1, help="Optimizer steps between loss reports.")
     save_steps: int = option(0, ge=0, help="Checkpoint every N steps; 0 checkpoints at the end of each epoch.")
     save_total_limit: int = option(2, ge=1, help="Checkpoints kept in the run folder.")
@@ -168,6 +170,7 @@ class Recipe:
                 continue
             spec.options, found = parse(reg.options, spec.raw, spec.key)
             problems += found
+            _canonical_origins(self.origins, spec.key, reg.options)
         for name, table in self.raw_sections.items():
             reg = registry.find("recipe section", name)
             if reg is None:
@@ -178,6 +181,14 @@ class Recipe:
             problems += found
         if problems:
             raise RecipeError(problems, file=self.path)
+
+    def explain(self) -> list[tuple[str, Any, str]]:
+        """Every resolved value with where it came from: a file, a `--set`, or the default."""
+        rows = []
+        for key, value in _flatten(self.to_dict()):
+            source = self.origins.get(key) or self.origins.get(key.rsplit(".", 1)[0] if "[" in key else "")
+            rows.append((key, value, source or "default"))
+        return rows
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe as TOML data: defaults filled in, paths absolute, no `extends`."""
@@ -200,6 +211,27 @@ class Recipe:
         for name, value in self.sections.items():
             out[name] = to_dict(value)
         return out
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in table.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out += _flatten(value, f"{path}.")
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            for i, item in enumerate(value):
+                out += _flatten(item, f"{path}[{i}].")
+        else:
+            out.append((path, value))
+    return out
+
+
+def _canonical_origins(origins: dict[str, str], prefix: str, cls: type) -> None:
+    """Record where a value came from under its canonical name (`adapter.alpha` → `adapter.lora_alpha`)."""
+    for alias, name in aliases(cls).items():
+        if f"{prefix}.{alias}" in origins:
+            origins[f"{prefix}.{name}"] = origins.pop(f"{prefix}.{alias}")
 
 
 def _options_dict(spec: ComponentSpec) -> dict[str, Any]:
@@ -242,11 +274,31 @@ def _layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict[s
         return [(path, table)]
     if not isinstance(parent, str):
         raise RecipeError("must be a string: the path of the recipe this one builds on", file=path, key="extends")
-    parent_path = (path.parent / parent)
+    parent_path = locate(parent, path.parent, file=path, key="extends")
     if not parent_path.exists():
         raise RecipeError(f"extends '{parent}', which does not exist (looked at {parent_path.resolve()})",
                           file=path, key="extends", hint="Paths in `extends` are relative to the recipe itself.")
     return [*_layers(parent_path, (*chain, path)), (path, table)]
+
+
+PACKAGE_REF = re.compile(r"^([A-Za-z_][\w.]*):(?!//)(.+)$")
+
+
+def locate(ref: str | Path, base: Path, *, file: object = None, key: str | None = None) -> Path:
+    """A recipe reference as a path: `pkg:recipes/x.toml` (inside an installed package) or a path from `base`."""
+    m = PACKAGE_REF.match(str(ref)) if not Path(str(ref)).exists() else None
+    if m is None:
+        return base / Path(str(ref)).expanduser()
+    from importlib import resources
+
+    package, inner = m.groups()
+    try:
+        root = resources.files(package)
+    except ModuleNotFoundError:
+        raise RecipeError(f"'{ref}' names package '{package}', which is not installed", file=file, key=key,
+                          hint=f"Install the plugin package that ships it (pip install ...), then check "
+                               f"`loraforge recipes`.") from None
+    return Path(str(root.joinpath(inner)))
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], origins: dict[str, str], source: str,
@@ -295,8 +347,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
-    """Load and resolve a recipe; raise one RecipeError listing every problem of the fixed sections."""
-    path = Path(path)
+    """Load and resolve a recipe (a path or `pkg:path`); raise one RecipeError listing every problem found."""
+    path = locate(path, Path.cwd())
     merged: dict[str, Any] = {}
     origins: dict[str, str] = {}
     for file, table in _layers(path):
@@ -330,6 +382,7 @@ def _build(path: Path, merged: dict[str, Any], origins: dict[str, str]) -> Recip
             continue
         parsed[section], found = parse(cls, table, section)
         problems += found
+        _canonical_origins(origins, section, cls)
     components: dict[str, Any] = {}
     for section, (selector, _, default) in COMPONENTS.items():
         value = top.pop(section, None)

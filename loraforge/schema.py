@@ -180,11 +180,16 @@ def _check_range(value: Any, meta: dict[str, Any]) -> str | None:
     return None
 
 
+def aliases(cls: type) -> dict[str, str]:
+    """alias → field name, for the fields of `cls` that accept another spelling."""
+    return {a: f.name for f in dataclasses.fields(cls) for a in f.metadata.get("aliases", ())}
+
+
 def parse(cls: type[T], data: dict[str, Any], prefix: str) -> tuple[T | None, list[Problem]]:
     """Build `cls` from a TOML table; return the instance (None on errors) and every problem found."""
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.name.startswith("_")}
-    alias_of = {a: f.name for f in fields.values() for a in f.metadata.get("aliases", ())}
+    alias_of = aliases(cls)
     problems: list[Problem] = []
     kwargs: dict[str, Any] = {}
     seen_from: dict[str, str] = {}

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .data import PadCollator
+from .data import PadCollator, target_loss
 from .errors import Interrupted, RunError
 
 
@@ -162,6 +162,14 @@ def _callback(run: Any, interrupt: InterruptFlag) -> Any:
     return LifecycleCallback()
 
 
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the causal LM under the adapter can compute logits for the last positions only."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
     from transformers import PrinterCallback, Trainer
 
@@ -169,10 +177,13 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
     train_set, eval_set = datasets["train"], datasets.get("validation")
     args = training_arguments(run, eval_set is not None)
     tokens = int(sum(train_set["length"]))
+    tail_only = run.recipe.training.logits_on_targets and accepts_logits_to_keep(run.model)
     trainer = Trainer(
         model=run.model, args=args, train_dataset=train_set,
         eval_dataset=eval_set if args.eval_strategy != "no" else None,
-        data_collator=PadCollator(run.tokenizer.pad_token_id), processing_class=run.tokenizer,
+        data_collator=PadCollator(run.tokenizer.pad_token_id, logits_on_targets=tail_only),
+        compute_loss_func=target_loss if tail_only else None,
+        processing_class=run.tokenizer,
         callbacks=[_callback(run, interrupt := InterruptFlag())],
     )
     trainer.remove_callback(PrinterCallback)  # progress is reported through the lifecycle hooks

@@ -10,6 +10,12 @@ all labels (every label mentions medications, chronic conditions and ages), so a
 not the surroundings. Cues are lexical and repeat across splits: the data set is meant to be learnable by a
 tiny model in a few CPU minutes, not to test generalisation to unseen phrasings.
 
+Held-out cues: each label's cue list is split once, from the seed, into a train pool and a held-out pool
+(``HELDOUT_CUES`` per label). Training messages use the train pool only; validation and test messages take
+their cue from the held-out pool with probability ``HELDOUT_RATE``. Those messages can only be classified from
+words the cue shares with seen cues ("sudden", "bleeding", "refill", "form", ...), so test accuracy is not
+all memory: expect near-perfect scores on seen cues and much weaker ones on held-out cues.
+
 Label shares per split are fixed (``SHARES``: 32% urgent, 40% routine, 28% administrative), so the majority
 baseline is 40% accuracy. No text repeats within or across splits. Everything is drawn from one
 ``random.Random(seed)``: the same seed reproduces byte-identical files. Standard library only.
@@ -29,6 +35,10 @@ LABELS: Final = ("urgent", "routine", "administrative")
 SHARES: Final = {"urgent": 0.32, "routine": 0.40, "administrative": 0.28}
 SPLIT_SIZES: Final = {"train": 600, "validation": 100, "test": 150}
 DEFAULT_SEED: Final = 7
+#: cues per label kept out of training
+HELDOUT_CUES: Final = 5
+#: probability that a validation/test message uses a held-out cue
+HELDOUT_RATE: Final = 0.3
 _MAX_ATTEMPTS: Final = 500
 
 SOURCES: Final = ("Portal message", "Phone call", "Nurse note", "Front desk note", "Voicemail", "Patient message",
@@ -82,9 +92,9 @@ def _fill(template: str, rng: random.Random) -> str:
     return template.format(age=rng.randint(18, 92), med=rng.choice(MEDICATIONS), hx=rng.choice(HISTORY))
 
 
-def message(label: str, rng: random.Random) -> str:
-    """One short message whose label is decided by its cue alone."""
-    cue = _fill(rng.choice(CUES[label]), rng)
+def message(label: str, cues: tuple[str, ...], rng: random.Random) -> str:
+    """One short message whose label is decided by its cue (drawn from `cues`) alone."""
+    cue = _fill(rng.choice(cues), rng)
     parts = [f"{rng.choice(SOURCES)}:"]
     if rng.random() < 0.6:
         parts.append(_fill(rng.choice(PATIENTS), rng) + ",")
@@ -106,13 +116,20 @@ def label_plan(size: int, rng: random.Random) -> list[str]:
 
 def generate(seed: int = DEFAULT_SEED) -> dict[str, list[dict[str, str]]]:
     rng = random.Random(seed)
+    pools: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    for label in LABELS:
+        cues = list(CUES[label])
+        rng.shuffle(cues)
+        pools[label] = (tuple(cues[HELDOUT_CUES:]), tuple(cues[:HELDOUT_CUES]))
     seen: set[str] = set()
     splits: dict[str, list[dict[str, str]]] = {}
     for split, size in SPLIT_SIZES.items():
         records = []
         for label in label_plan(size, rng):
+            train_pool, heldout_pool = pools[label]
+            held = split != "train" and rng.random() < HELDOUT_RATE
             for _ in range(_MAX_ATTEMPTS):
-                text = message(label, rng)
+                text = message(label, heldout_pool if held else train_pool, rng)
                 if text.lower() not in seen:
                     break
             else:

@@ -59,15 +59,15 @@ class ClassificationTask(Task):
             for label in self.labels:
                 key = normalize_label(label)
                 if not label.strip() or label != label.strip() or "\n" in label or "," in label:
-                    yield "labels", f"label {label!r} must be non-empty, on one line, without commas or " \
-                                    "surrounding spaces"
+                    yield "labels", (f"label {label!r} must be non-empty, on one line, without commas or "
+                                     "surrounding spaces")
                 elif not key:
                     yield "labels", f"label {label!r} needs at least one letter or digit"
                 elif key == INVALID:
                     yield "labels", f"label {label!r} is reserved: '{INVALID}' marks generations that name no label"
                 elif key in seen:
-                    yield "labels", f"labels {seen[key]!r} and {label!r} are the same once case and punctuation " \
-                                    "are ignored"
+                    yield "labels", (f"labels {seen[key]!r} and {label!r} are the same once case and "
+                                     "punctuation are ignored")
                 else:
                     seen[key] = label
             if self.text_field == self.label_field:
@@ -154,11 +154,11 @@ def _ratio(numerator: float, denominator: float) -> float:
 class ClassificationMetric(Metric):
     """Accuracy, macro and per-class precision/recall/F1, a confusion matrix, and the invalid-answer rate.
 
-    Classes are the task's declared labels (in their order), then any other label met in the data. A prediction
-    that is not a known class (INVALID, None, anything else) counts as invalid: wrong for accuracy and recall,
-    predicted for no class. Macro averages run over the classes that occur in the gold labels or in the
-    predictions (as scikit-learn does by default), so a declared label absent from a small split does not pull
-    macro-F1 down. Precision, recall or F1 with a zero denominator is 0.
+    Classes are the task's declared labels (in their order), then any other gold label met in the data. A
+    prediction that is not one of those classes (INVALID, None, anything else) counts as invalid: wrong for
+    accuracy and recall, predicted for no class. Macro averages run over the classes that occur in the gold labels
+    or in the predictions (as scikit-learn does by default), so a declared label absent from a small split does
+    not pull macro-F1 down. Precision, recall or F1 with a zero denominator is 0.
     """
 
     def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
@@ -167,9 +167,7 @@ class ClassificationMetric(Metric):
             raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
         declared = [str(x) for x in (getattr(getattr(task, "options", None), "labels", None) or [])]
         gold = [str(r) for r in references]
-        others = {g for g in gold if g not in declared}
-        others |= {p for p in predictions if isinstance(p, str) and p != INVALID and p not in declared}
-        classes = declared + sorted(others)
+        classes = declared + sorted({g for g in gold if g not in declared})
         known = set(classes)
         guess = [p if isinstance(p, str) and p in known and p != INVALID else INVALID for p in predictions]
 

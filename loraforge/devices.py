@@ -1,0 +1,187 @@
+"""What a device offers to `loraforge plan`: listed accelerators, this machine's CPU, and a calibration run.
+
+The table holds vendor datasheet numbers (dense bf16/fp16 tensor throughput without sparsity, memory, memory
+bandwidth). The CPU is measured: a short matmul loop for FLOP/s (or `LORAFORGE_CPU_TFLOPS`), a copy loop for
+bandwidth (or `LORAFORGE_CPU_GBPS`), the machine's RAM for memory. `measure_training` times a few real training
+steps of a recipe on this machine, through the same engine stages and Trainer arguments a run uses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError, RunError, did_you_mean
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    memory_gib: float
+    #: dense 16-bit tensor throughput (TFLOP/s); None when unknown (a bare memory size)
+    tflops: float | None
+    #: memory bandwidth (GB/s), bounds decoding speed; None when unknown
+    bandwidth_gbs: float | None
+    gpu: bool = True
+    bf16: bool = True
+    note: str = ""
+
+
+#: name → (memory GiB, dense bf16 TFLOP/s, GB/s); vendor datasheets, SXM parts where there are two
+DEVICES: dict[str, Device] = {d.name: d for d in (
+    Device("a100-40gb", 40, 312, 1555),
+    Device("a100-80gb", 80, 312, 2039),
+    Device("h100-80gb", 80, 989, 3350),
+    Device("h200", 141, 989, 4800),
+    Device("l4", 24, 121, 300),
+    Device("rtx4090", 24, 165, 1008),
+    Device("rtx3090", 24, 71, 936),
+    Device("t4", 16, 65, 320, bf16=False, note="fp16: no bf16 tensor cores"),
+)}
+
+
+def resolve_device(text: str, *, bf16: bool | None = None) -> Device:
+    """`cpu`, a table name, or `GiB[:TFLOPS]` (a GPU of that size; without TFLOP/s no time is predicted)."""
+    name = text.strip().lower()
+    if name == "cpu":
+        return cpu_device(bf16)
+    if name in DEVICES:
+        return DEVICES[name]
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(?:gib|gb)?(?::(\d+(?:\.\d+)?))?", name)
+    if m:
+        tflops = float(m.group(2)) if m.group(2) else None
+        return Device(f"{m.group(1)} GiB GPU", float(m.group(1)), tflops, None,
+                      note="" if tflops else "no TFLOP/s given (use GiB:TFLOPS)")
+    raise RecipeError(f"unknown device '{text}'{did_you_mean(name, [*DEVICES, 'cpu'])}", key="--device",
+                      hint=f"Use one of: cpu, {', '.join(DEVICES)}; or a memory size in GiB, e.g. 48 or 48:200 "
+                           "(GiB:TFLOPS).")
+
+
+def cpu_memory_gib() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
+
+
+def cpu_device(bf16: bool | None = None) -> Device:
+    """This machine: RAM, and throughput measured here unless LORAFORGE_CPU_TFLOPS / _GBPS configure it."""
+    if bf16 is None:
+        from .train import cpu_has_bf16
+
+        bf16 = cpu_has_bf16()
+    configured = os.environ.get("LORAFORGE_CPU_TFLOPS")
+    tflops = float(configured) if configured else measure_matmul_tflops("bfloat16" if bf16 else "float32")
+    gbps = os.environ.get("LORAFORGE_CPU_GBPS")
+    note = ("configured" if configured else "measured") + f" {'bf16' if bf16 else 'fp32'} matmul, "
+    note += f"{os.cpu_count()} cores"
+    return Device("cpu", round(cpu_memory_gib(), 1), tflops, float(gbps) if gbps else measure_bandwidth_gbs(),
+                  gpu=False, bf16=bf16, note=note)
+
+
+def measure_matmul_tflops(dtype: str = "float32", size: int = 1024, seconds: float = 0.3) -> float:
+    """Best-of-several square matmul throughput: what dense layers can reach here, at most."""
+    import torch
+
+    a = torch.randn(size, size, dtype=getattr(torch, dtype))
+    b = torch.randn(size, size, dtype=getattr(torch, dtype))
+    a @ b  # warm-up: thread pool, kernel selection
+    best, end = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * size**3 / best / 1e12
+
+
+def measure_bandwidth_gbs(mib: int = 64, repeats: int = 3) -> float:
+    """Copy throughput (read + write) of a buffer larger than the caches: what bounds token-by-token decoding."""
+    import torch
+
+    src = torch.empty(mib * 2**20, dtype=torch.uint8)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        dst.copy_(src)
+        best = min(best, time.perf_counter() - t)
+    return 2 * src.numel() / best / 1e9
+
+
+# ------------------------------------------------------------------------------------------------ calibration
+
+
+@dataclass
+class Calibration:
+    steps: int  # optimizer steps timed (the first one excluded)
+    seconds: float
+    padded_tokens: int  # tokens (padding included) the timed steps processed
+    device: str
+
+    @property
+    def seconds_per_token(self) -> float:
+        return self.seconds / self.padded_tokens
+
+
+class _CountingCollator:
+    """Wraps the run's collator; remembers the padded size of every micro-batch, in order."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.sizes = inner, []
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self.inner(features)
+        self.sizes.append(int(batch["input_ids"].numel()))
+        return batch
+
+
+def measure_training(recipe: Any, steps: int) -> Calibration:
+    """Run `steps` real optimizer steps of `recipe` here and time every step after the first (warm-up)."""
+    from transformers import PrinterCallback, Trainer, TrainerCallback
+    from transformers.trainer_utils import SaveStrategy
+
+    from . import data as data_mod
+    from . import engine, train
+
+    if steps < 2:
+        raise RecipeError("--calibrate-steps must be at least 2: the first step is warm-up and is not timed",
+                          key="--calibrate-steps")
+    with tempfile.TemporaryDirectory(prefix="loraforge-calibrate-") as tmp:
+        run = engine.build(recipe, out_dir=Path(tmp))
+        engine.load_model(run)
+        datasets = engine.tokenize(run)
+        args = train.training_arguments(run, has_eval=False)
+        args.max_steps, args.save_strategy = steps, SaveStrategy.NO
+        tail = getattr(recipe.training, "logits_on_targets", False) and hasattr(train, "accepts_logits_to_keep") \
+            and train.accepts_logits_to_keep(run.model)
+        collator = _CountingCollator(data_mod.PadCollator(run.tokenizer.pad_token_id, **(
+            {"logits_on_targets": True} if tail else {})))
+        marks: list[float] = []
+
+        class Timer(TrainerCallback):
+            def on_step_end(self, *a: Any, **k: Any) -> None:
+                marks.append(time.perf_counter())
+
+        trainer = Trainer(model=run.model, args=args, train_dataset=datasets["train"], data_collator=collator,
+                          compute_loss_func=data_mod.target_loss if tail else None,
+                          processing_class=run.tokenizer, callbacks=[Timer()])
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+    if len(marks) < 2:
+        raise RunError(f"calibration ran {len(marks)} step(s); the training set is too small to time {steps}",
+                       key="--calibrate-steps", hint="Use fewer --calibrate-steps or more data.")
+    per_step = args.gradient_accumulation_steps
+    timed = sum(collator.sizes[per_step:per_step * len(marks)])
+    device = "cuda" if args.use_cpu is False and _cuda() else "cpu"
+    return Calibration(len(marks) - 1, marks[-1] - marks[0], timed, device)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
