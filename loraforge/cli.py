@@ -70,11 +70,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
-    from .engine import build
+    from .engine import build, located
     from .recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    run = build(recipe)
+    with located(recipe):
+        run = build(recipe)
     table = Table(title=f"{recipe.name}: valid", title_justify="left", show_header=False)
     table.add_column("what")
     table.add_column("value")

@@ -8,6 +8,7 @@ steps of a recipe on this machine, through the same engine stages and Trainer ar
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tempfile
@@ -32,6 +33,11 @@ class Device:
     gpu: bool = True
     bf16: bool = True
     note: str = ""
+
+    @property
+    def overhead_bytes(self) -> float:
+        """Memory a training process holds beyond tensors: CUDA context and workspaces, or Python + libraries."""
+        return (0.75 if self.gpu else 0.5) * GIB
 
 
 #: name → (memory GiB, dense bf16 TFLOP/s, GB/s); vendor datasheets, SXM parts where there are two
@@ -111,6 +117,41 @@ def measure_bandwidth_gbs(mib: int = 64, repeats: int = 3) -> float:
         dst.copy_(src)
         best = min(best, time.perf_counter() - t)
     return 2 * src.numel() / best / 1e9
+
+
+# --------------------------------------------------------------------------------------------- time on a device
+
+#: model FLOPs utilisation assumed (low, high); on the CPU, of the measured matmul throughput
+MFU = {"gpu": (0.30, 0.60), "gpu-4bit": (0.20, 0.45), "gpu-8bit": (0.10, 0.30), "cpu": (0.25, 0.75)}
+#: seconds of kernel launches and Python per layer and decoding step in eager PyTorch (an assumption)
+DECODE_LAUNCH_S = 0.5e-3
+
+
+def mfu_range(device: Device, bits: int | None = None) -> tuple[float, float]:
+    """Training reaches 30-60 % of a GPU's peak; de-quantizing 4-bit weights before each matmul costs some,
+    LLM.int8's outlier decomposition more."""
+    return MFU["cpu" if not device.gpu else {4: "gpu-4bit", 8: "gpu-8bit"}.get(bits, "gpu")]
+
+
+def seconds_range(flops: float, tflops: float | None, mfu: tuple[float, float]) -> list[float] | None:
+    """[fast, slow]: the FLOPs at the high and at the low end of the assumed utilisation."""
+    return None if not tflops else [flops / (tflops * 1e12 * mfu[1]), flops / (tflops * 1e12 * mfu[0])]
+
+
+def eval_seconds(records: int, batch: int, prompt_tokens: float, new_tokens: tuple[float, float], matmul: int,
+                 layers: int, weight_bytes: float, device: Device, mfu: tuple[float, float]) -> list[float] | None:
+    """Greedy decoding: a prefill of the prompts, then one step per new token that reads every weight once
+    (bandwidth-bound), computes 2N per sequence (compute-bound), or waits on eager PyTorch's kernel launches
+    (≈ 0.5 ms a layer), whichever is slowest. Between the mean training target length and max_new_tokens."""
+    if not device.tflops or not records:
+        return None if records else [0.0, 0.0]
+    out = []
+    for steps, util in ((new_tokens[0], mfu[1]), (new_tokens[1], mfu[0])):
+        peak = device.tflops * 1e12 * util
+        step = max(weight_bytes / (device.bandwidth_gbs * 1e9) if device.bandwidth_gbs else 0.0,
+                   2 * matmul * batch / peak, layers * DECODE_LAUNCH_S)
+        out.append(math.ceil(records / batch) * (2 * matmul * batch * prompt_tokens / peak + steps * step))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ calibration

@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,8 +266,11 @@ def execute(run: Run) -> Run:
 
 
 def load_model(run: Run) -> None:
+    from .train import resolve_precision
+
     run.enter("load")
     recipe = run.recipe
+    run.summary["precision"] = resolve_precision(recipe.training.precision)
     loader, quantizer = run.components["model"], run.components.get("quantization")
     if getattr(loader.options, "trust_remote_code", False):
         run.warn(f"trust_remote_code is on: modelling code shipped with '{loader.describe()}' will run")
@@ -328,7 +333,19 @@ def finish(run: Run) -> None:
 
 def run_recipe(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None,
                resume: str = "auto") -> Run:
-    return execute(build(recipe, observers, out_dir, resume))
+    with located(recipe):
+        return execute(build(recipe, observers, out_dir, resume))
+
+
+@contextmanager
+def located(recipe: Recipe) -> Iterator[None]:
+    """An error raised by a component without a file is about this recipe: say so in its message."""
+    try:
+        yield
+    except LoraforgeError as exc:
+        if exc.file is None:
+            exc.file = str(recipe.path)
+        raise
 
 
 __all__ = ["Run", "build", "execute", "run_recipe", "LoraforgeError"]

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .devices import GIB, Device, measure_training, resolve_device
+from .devices import GIB, Device, eval_seconds, measure_training, mfu_range, resolve_device, seconds_range
 from .errors import LoraforgeError, RecipeError, RunError
 
 _LLAMA3 = dict(model_type="llama", vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0, dtype="bfloat16",
@@ -35,11 +35,6 @@ KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
 CHAT_TEMPLATE_TOKENS = 35
 #: assumption for the timeline: records one annotator collects and labels per day
 RECORDS_PER_PERSON_DAY = 200
-#: model FLOPs utilisation assumed per device kind (low, high); measured CPU matmul throughput is the CPU's peak
-MFU = {"gpu": (0.30, 0.60), "gpu-4bit": (0.20, 0.45), "gpu-8bit": (0.10, 0.30), "cpu": (0.25, 0.75)}
-GPU_OVERHEAD, CPU_OVERHEAD = 0.75 * GIB, 0.5 * GIB
-#: seconds of kernel launches and Python per layer and decoding step in eager PyTorch (an assumption)
-DECODE_LAUNCH_S = 0.5e-3
 
 # ------------------------------------------------------------------------------------------ parameter math
 
@@ -256,12 +251,14 @@ def knobs(m: MemoryInputs, memory_gib: float, grad_accum: int, longest: int | No
     while b > 1 and fit_verdict(sum(memory_breakdown(replace(m, batch=b)).values()), memory_gib) != "fits":
         b //= 2  # the largest batch that fits; more accumulation keeps the effective batch
     if b >= 1:
-        options.append(([f"training.batch_size={b}", f"training.gradient_accumulation_steps={grad_accum * m.batch // b}"],
-                        replace(m, batch=b)))
+        accumulate = f"training.gradient_accumulation_steps={grad_accum * m.batch // b}"
+        options.append(([f"training.batch_size={b}", accumulate], replace(m, batch=b)))
     if longest and longest < m.seq:  # the longest record of this data
-        options.append(([f"training.max_length={longest}"], replace(m, seq=longest)))
+        options.append(([f"training.max_length={longest}"],
+                        replace(m, seq=longest, logit_positions=min(m.logit_positions, longest))))
     if m.bits != 4:
-        options.append((["quantization.type=qlora", "quantization.bits=4"], replace(m, bits=4, double_quant=True, weight_bytes=4.0)))
+        options.append((["quantization.type=qlora", "quantization.bits=4"],
+                        replace(m, bits=4, double_quant=True, weight_bytes=4.0)))
     if m.optimizer_bytes > 2:
         options.append((["training.optimizer=paged_adamw_8bit"], replace(m, optimizer_bytes=2.0)))
     if len(options) > 1:
@@ -305,27 +302,6 @@ def train_flops(padded: float, positions: float, body: int, head: int, lora: int
     body_fwd = 2 * body + attention + 2 * lora
     per_token = 2 * body_fwd + attention + 2 * lora + 2 * saved + (body_fwd if checkpointing else 0)
     return padded * per_token + positions * (6 if head_trained else 4) * head
-
-
-def seconds_range(flops: float, tflops: float | None, mfu: tuple[float, float]) -> list[float] | None:
-    """[fast, slow]: the FLOPs at the high and at the low end of the assumed utilisation."""
-    return None if not tflops else [flops / (tflops * 1e12 * mfu[1]), flops / (tflops * 1e12 * mfu[0])]
-
-
-def eval_seconds(records: int, batch: int, prompt_tokens: float, new_tokens: tuple[float, float], matmul: int,
-                 layers: int, weight_bytes: float, device: Device, mfu: tuple[float, float]) -> list[float] | None:
-    """Greedy decoding: a prefill of the prompts, then one step per new token that reads every weight once
-    (bandwidth-bound), computes 2N per sequence (compute-bound), or waits on eager PyTorch's kernel launches
-    (≈ 0.5 ms a layer), whichever is slowest. Between the mean training target length and max_new_tokens."""
-    if not device.tflops or not records:
-        return None if records else [0.0, 0.0]
-    out = []
-    for steps, util in ((new_tokens[0], mfu[1]), (new_tokens[1], mfu[0])):
-        peak = device.tflops * 1e12 * util
-        step = max(weight_bytes / (device.bandwidth_gbs * 1e9) if device.bandwidth_gbs else 0.0,
-                   2 * matmul * batch / peak, layers * DECODE_LAUNCH_S)
-        out.append(math.ceil(records / batch) * (2 * matmul * batch * prompt_tokens / peak + steps * step))
-    return out
 
 
 def data_prep_weeks(records: int, per_day: float = RECORDS_PER_PERSON_DAY) -> float:
@@ -438,3 +414,245 @@ def parameters(run: Any, config: Any) -> tuple[Shapes, dict[str, Any]]:
     return shapes, out
 
 
+def data_stats(run: Any, tokenizer: Any | None) -> tuple[dict[str, Any], Any]:
+    """Token counts of the training set as training sees it: records over max_length dropped, batches padded."""
+    t = run.recipe.training
+    prompts, targets, source, count = token_lengths(run, tokenizer)
+    keep = [i for i in range(len(prompts)) if prompts[i] + targets[i] <= t.max_length]
+    if not keep:
+        raise RecipeError(f"no training record fits training.max_length ({t.max_length})", key="training.max_length",
+                          file=run.recipe.path)
+    prompts, targets = [prompts[i] for i in keep], [targets[i] for i in keep]
+    lengths = [p + q for p, q in zip(prompts, targets)]
+    tail = getattr(t, "logits_on_targets", False)  # the LM head runs from the batch's earliest target on
+    padded, positions = simulate_batches(lengths, prompts if tail else [1] * len(keep), t.batch_size,
+                                         t.group_by_length, t.seed)
+    return dict(source=source, records=len(keep), dropped=len(run.train_examples) - len(keep),
+                per_epoch=sum(lengths), padded_per_epoch=padded, head_positions_per_epoch=positions,
+                longest=max(lengths), mean_prompt=sum(prompts) / len(keep), mean_target=sum(targets) / len(keep),
+                head_window=min(t.max_length, max(lengths) - min(prompts) + 1) if tail else t.max_length), count
+
+
+def memory_inputs(recipe: Any, loader: Any, dev: Device, config: Any, shapes: Shapes, trainable: int,
+                  head_window: int) -> MemoryInputs:
+    """The recipe's numbers for the memory formulas. A QLoRA base keeps its non-quantized weights in fp32:
+    prepare_model_for_kbit_training casts them up. Activations are 16-bit under bf16/fp16 autocast or a
+    16-bit model, else fp32; `auto` precision is bf16 where the device has it."""
+    t, q = recipe.training, recipe.quantization.options
+    bits = getattr(q, "bits", None) if recipe.quantized else None
+    precision = t.precision if t.precision != "auto" else "bf16" if dev.bf16 else "fp16" if dev.gpu else "fp32"
+    name = str(getattr(loader.options, "dtype", "auto")).replace("torch.", "")
+    if name == "auto":  # the checkpoint's dtype, as from_pretrained(dtype="auto") keeps it
+        name = str(getattr(config, "dtype", None) or ("bfloat16" if dev.gpu else "float32")).replace("torch.", "")
+    weight_bytes = 4 if bits or name == "float32" else 2
+    compute = getattr(q, "compute_dtype", "auto") if bits else "auto"
+    sixteen = compute != "float32" if compute != "auto" else precision != "fp32" or (not bits and weight_bytes == 2)
+    linear = sum(l.d * l.k for l in shapes.layers if l.kind == "linear" and l.name != shapes.output)
+    return MemoryInputs(
+        quantizable=linear, other=shapes.total - linear, trainable=trainable, weight_bytes=weight_bytes, bits=bits,
+        double_quant=bool(getattr(q, "double_quant", False)), optimizer_bytes=optimizer_state_bytes(t.optimizer),
+        layers=config.num_hidden_layers, hidden=config.hidden_size, heads=config.num_attention_heads,
+        vocab=config.vocab_size, batch=t.batch_size, seq=t.max_length, logit_positions=head_window,
+        act_bytes=2 if sixteen else 4, checkpointing=t.gradient_checkpointing,
+        overhead=dev.overhead_bytes)
+
+
+def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_steps: int = 5,
+         sweep_points: int = 1) -> dict[str, Any]:
+    """Every estimate for `recipe` on `device`, as one JSON-ready dict."""
+    from . import engine
+    from .builtin.models import TinyLoader
+
+    if sweep_points < 1:
+        raise RecipeError("must be at least 1", key="--sweep-points")
+    dev = resolve_device(device)
+    run = engine.build(recipe)
+    t, e, loader = recipe.training, recipe.evaluation, run.components["model"]
+    tokenizer = offline_tokenizer(run)
+    config, config_source = model_config(run)
+    if tokenizer is not None and isinstance(loader, TinyLoader):
+        config.vocab_size = len(tokenizer)  # the tiny loader sizes its embeddings to the trained vocabulary
+    shapes, params = parameters(run, config)
+    data, count = data_stats(run, tokenizer)
+
+    m = memory_inputs(recipe, loader, dev, config, shapes, params["peft_trainable"], data["head_window"])
+    components = memory_breakdown(m)
+    total = sum(components.values())
+    verdict = fit_verdict(total, dev.memory_gib)
+    memory = dict(components=components, total_bytes=total, verdict=verdict,
+                  activations_checkpointed=activation_bytes(replace(m, checkpointing=True)),
+                  activations_full=activation_bytes(replace(m, checkpointing=False)),
+                  knobs=knobs(m, dev.memory_gib, t.gradient_accumulation_steps, data["longest"])
+                  if verdict != "fits" else [],
+                  **{f: getattr(m, f) for f in ("bits", "weight_bytes", "act_bytes", "batch", "seq",
+                                                "logit_positions", "checkpointing", "optimizer_bytes")})
+
+    batches = math.ceil(data["records"] / t.batch_size)
+    epochs = t.max_steps * t.gradient_accumulation_steps / batches if t.max_steps else t.epochs
+    linear = [l for l in shapes.layers if l.kind == "linear"]
+    head = sum(l.d * l.k for l in linear if l.name == shapes.output)
+    saved = [l for l in linear if any(l.name == s or l.name.startswith(f"{s}.") for s in params["saved_names"])]
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    attention = 2 * m.layers * data["padded_per_epoch"] / data["records"] * m.heads * head_dim
+    flops = epochs * train_flops(data["padded_per_epoch"], data["head_positions_per_epoch"], m.quantizable, head,
+                                 params["lora"], sum(l.d * l.k for l in saved if l.name != shapes.output),
+                                 attention, m.checkpointing, any(l.name == shapes.output for l in saved))
+    mfu = mfu_range(dev, m.bits)
+    predicted = seconds_range(flops, dev.tflops, mfu)
+    result: dict[str, Any] = {"predicted_train_seconds": predicted}
+    if calibrate:
+        cal = measure_training(recipe, calibrate_steps)
+        result["calibrated_train_seconds"] = data["padded_per_epoch"] * epochs * cal.seconds_per_token
+        result["calibration"] = dict(steps=cal.steps, seconds=cal.seconds, padded_tokens=cal.padded_tokens,
+                                     tokens_per_s=cal.padded_tokens / cal.seconds, on=f"this machine ({cal.device})")
+
+    eval_records = 0 if e.split == "none" else len(run.records.get(e.split, [])[:e.max_records])
+    max_new = e.max_new_tokens or run.task.max_new_tokens(run.train_examples, count)
+    evaluation = eval_seconds(eval_records, e.batch_size, data["mean_prompt"],
+                              (min(max_new, data["mean_target"]), max_new), m.quantizable + head, m.layers,
+                              components["base weights"], dev, mfu)
+    calibrated = result.get("calibrated_train_seconds") if not dev.gpu else None
+    training = [calibrated, calibrated] if calibrated else predicted
+    iteration = [sweep_points * (training[i] + (evaluation or [0, 0])[i]) for i in (0, 1)] if training else None
+    records = sum(len(r) for r in run.records.values())
+    return {
+        "recipe": recipe.name, "model": loader.describe(), "config": config_source,
+        "device": dict(name=dev.name, memory_gib=dev.memory_gib, tflops=dev.tflops, bandwidth_gbs=dev.bandwidth_gbs,
+                       note=dev.note),
+        "params": params, "memory": memory, "tokens": data,
+        "time": dict(steps=t.max_steps or math.ceil(math.ceil(batches / t.gradient_accumulation_steps) * epochs),
+                     epochs=epochs, flops_per_token=flops / (data["padded_per_epoch"] * epochs), train_flops=flops,
+                     mfu=list(mfu), eval_records=eval_records, max_new_tokens=max_new, eval_seconds=evaluation),
+        **result,
+        "timeline": dict(records=records, records_per_person_day=RECORDS_PER_PERSON_DAY,
+                         data_prep_weeks=data_prep_weeks(records), train_seconds=training, calibrated=bool(calibrated),
+                         eval_seconds=evaluation, sweep_points=sweep_points, iterations_seconds=iteration),
+    }
+
+
+# ------------------------------------------------------------------------------------------------- rendering
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:,.2f}"
+
+
+def _dur(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f} {unit}"
+    return f"{seconds:.1f} s"
+
+
+def _span(r: list[float] | None) -> str:
+    if r is None:
+        return "? (no TFLOP/s for this device)"
+    low, high = _dur(r[0]), _dur(r[1])
+    return low if low == high else f"{low} – {high}"
+
+
+def _table(title: str, *columns: str, header: bool = True) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_header=header)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 or col in ("how", "assumption") else "right")
+    return table
+
+
+def render(p: dict[str, Any], console: Any) -> None:
+    """The plan as four rich tables: parameters, memory, training time, timeline."""
+    d, pr, mem, tok, tm, tl = p["device"], p["params"], p["memory"], p["tokens"], p["time"], p["timeline"]
+    table = _table(f"{p['recipe']}: {p['model']} ({p['config']}) — parameters", "module", "count", "d × k", "r",
+                   "LoRA / module", "LoRA total", "full params", "compression")
+    for row in pr["rows"]:
+        table.add_row(row["module"], str(row["count"]), f"{row['d']:,} × {row['k']:,}", str(row["r"] or "-"),
+                      f"{row['per_module']:,}", f"{row['lora']:,}", f"{row['full']:,}", f"{row['ratio']:,.1f}×")
+    check = {True: "[green]✓ same[/]", False: "[red]✗ differs[/]", None: ""}[pr["matches_peft"]]
+    share = pr["trainable"] / pr["base"]
+    table.caption = (f"trainable {pr['trainable']:,} of {pr['base']:,} base params ({share:.3%}) · PEFT on the "
+                     f"meta model: {pr['peft_trainable']:,} trainable, {pr['peft_total']:,} all {check}")
+    console.print(table)
+
+    note = f", {d['note']}" if d["note"] else ""
+    table = _table(f"memory on {d['name']} ({d['memory_gib']:g} GiB{note})", "component", "GiB", "how")
+    other = _gib(mem["activations_full" if mem["checkpointing"] else "activations_checkpointed"])
+    how = {"base weights": f"{mem['bits']}-bit linear layers, the rest fp32 (k-bit training casts it up)"
+           if mem["bits"] else f"{mem['weight_bytes']} bytes a parameter",
+           "adapter weights": "fp32: 4 bytes a trainable parameter", "gradients": "fp32, trainable parameters only",
+           "optimizer states": f"{mem['optimizer_bytes']:g} bytes a trainable parameter",
+           "activations": f"batch {mem['batch']} × {mem['seq']} tokens, {mem['act_bytes']}-byte values: " + (
+               f"checkpointed, 2sbh a layer + one layer ({other} GiB without)" if mem["checkpointing"] else
+               f"sbh(34 + 5as/h) a layer ({other} GiB with checkpointing)"),
+           "logits": f"batch × {mem['logit_positions']} positions × vocab × 8 bytes (fp32 log-probs + gradient)",
+           "framework overhead": "CUDA context, kernel workspaces" if d["name"] != "cpu" else "Python and libraries"}
+    for name, value in mem["components"].items():
+        table.add_row(name, _gib(value), how[name])
+    colour = {"fits": "green", "tight": "yellow", "does not fit": "red"}[mem["verdict"]]
+    table.add_row("[bold]total[/]", f"[bold]{_gib(mem['total_bytes'])}[/]", f"[bold {colour}]{mem['verdict']}[/]",
+                  end_section=True)
+    for i, k in enumerate(mem["knobs"]):
+        together = i == len(mem["knobs"]) - 1 and i > 0  # the last row applies every change above at once
+        change = "all of the above together" if together else " ".join(f"--set {a}" for a in k["set"])
+        table.add_row("try", _gib(k["bytes"]), f"{change} → {k['verdict']}")
+    console.print(table)
+
+    table = _table("training time", "what", "value", "how", header=False)
+    table.add_row("tokens / epoch", f"{tok['per_epoch']:,}", f"{tok['records']:,} records, {tok['source']}"
+                  + (f"; {tok['dropped']} over max_length dropped" if tok["dropped"] else ""))
+    table.add_row("with padding", f"{tok['padded_per_epoch']:,}", "each batch pads to its longest record")
+    table.add_row("optimizer steps", f"{tm['steps']:,}", f"{tm['epochs']:g} epochs")
+    table.add_row("FLOPs / token", f"{tm['flops_per_token']:.3g}", "≈ 4N: 2N forward + 2N input gradients (frozen "
+                  "weights need no weight gradients)" + (" + 2N recompute" if mem["checkpointing"] else ""))
+    table.add_row("training FLOPs", f"{tm['train_flops']:.3g}", "")
+    table.add_row("device peak", f"{d['tflops']:.3g} TFLOP/s" if d["tflops"] else "?", d["note"])
+    table.add_row("[bold]predicted[/]", f"[bold]{_span(p['predicted_train_seconds'])}[/]",
+                  f"model FLOPs utilisation {tm['mfu'][0]:.0%} – {tm['mfu'][1]:.0%} (assumed)")
+    if "calibration" in p:
+        c = p["calibration"]
+        table.add_row("[bold]calibrated[/]", f"[bold]{_dur(p['calibrated_train_seconds'])}[/]",
+                      f"{c['steps']} steps timed on {c['on']}: {c['tokens_per_s']:,.0f} tokens/s")
+    console.print(table)
+
+    table = _table("timeline", "phase", "estimate", "assumption")
+    table.add_row("data preparation", f"{tl['data_prep_weeks']:.1f} weeks", f"ASSUMED {tl['records_per_person_day']}"
+                  f" records collected and labelled per person-day ({tl['records']:,} records, 5-day weeks)")
+    table.add_row("training (one run)", _span(tl["train_seconds"]),
+                  "calibrated on this machine" if tl["calibrated"] else "predicted range above")
+    table.add_row("evaluation (one run)", _span(tl["eval_seconds"]),
+                  f"{tm['eval_records']} records, mean target to {tm['max_new_tokens']} new tokens, greedy")
+    table.add_row("hyperparameter iterations", _span(tl["iterations_seconds"]),
+                  f"{tl['sweep_points']} sweep point(s) × (training + evaluation)")
+    table.add_row("[bold]total[/]", f"[bold]{tl['data_prep_weeks']:.1f} weeks + {_span(tl['iterations_seconds'])}[/]",
+                  "data preparation, then the iterations")
+    console.print(table)
+
+
+# ------------------------------------------------------------------------------------------------------- CLI
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("recipe", help="the recipe TOML file")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe value, e.g. --set adapter.r=8 (repeatable)")
+    parser.add_argument("--device", default="cpu", metavar="NAME|GiB",
+                        help="cpu (this machine), a100-40gb, a100-80gb, h100-80gb, h200, l4, rtx4090, rtx3090, t4, "
+                             "or a memory size in GiB (GiB:TFLOPS adds its throughput)")
+    parser.add_argument("--calibrate", action="store_true", help="time a few real training steps on this machine")
+    parser.add_argument("--calibrate-steps", type=int, default=5, metavar="N",
+                        help="training steps to run for --calibrate (the first is not timed)")
+    parser.add_argument("--sweep-points", type=int, default=1, metavar="N",
+                        help="trainings in the hyperparameter search, for the timeline")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+
+
+def command(args: argparse.Namespace, console: Any) -> int:
+    from .recipe import load_recipe
+
+    result = plan(load_recipe(args.recipe, args.overrides), args.device, args.calibrate, args.calibrate_steps,
+                  args.sweep_points)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        render(result, console)
+    return 0

@@ -48,8 +48,7 @@ def training_arguments(run: Any, has_eval: bool) -> Any:
     from transformers import TrainingArguments
 
     t = run.recipe.training
-    precision = resolve_precision(t.precision)
-    run.summary["precision"] = precision
+    precision = run.summary["precision"]
     per_steps = t.save_steps > 0
     eval_on = has_eval and t.eval_loss
     return TrainingArguments(
@@ -162,6 +161,22 @@ def _callback(run: Any, interrupt: InterruptFlag) -> Any:
     return LifecycleCallback()
 
 
+def non_finite(run: Any, step: int) -> RunError:
+    """Drop checkpoints whose weights produced the non-finite loss; name the last good one."""
+    import shutil
+
+    from . import runstate
+
+    for path in runstate.checkpoints(run.out_dir):
+        if int(path.name.split("-")[1]) >= step - 1 and run.is_main_process:  # its weights gave this loss
+            shutil.rmtree(path, ignore_errors=True)
+    kept = runstate.checkpoints(run.out_dir)
+    where = f"the last good checkpoint, {kept[-1].name}, is kept" if kept else "no earlier checkpoint exists"
+    return RunError(f"the training loss became non-finite at step {step}; training stopped and {where}",
+                    file=run.out_dir, key="training.learning_rate",
+                    hint="Lower training.learning_rate (or use precision \"fp32\") and start over with --restart.")
+
+
 def accepts_logits_to_keep(model: Any) -> bool:
     """Whether the causal LM under the adapter can compute logits for the last positions only."""
     import inspect
@@ -198,10 +213,7 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
                           "was saved", file=Path(args.output_dir),
                           hint="Run the same command again to resume from it.")
     if "non_finite_loss_step" in run.summary:
-        raise RunError(f"the training loss became non-finite at step {run.summary['non_finite_loss_step']}; "
-                       "training stopped", file=Path(args.output_dir), key="training.learning_rate",
-                       hint="Lower training.learning_rate or use precision \"fp32\"; checkpoints before that "
-                            "step are kept.")
+        raise non_finite(run, run.summary["non_finite_loss_step"])
     epochs = float(trainer.state.epoch or 0.0)
     history = [e for e in trainer.state.log_history if "eval_loss" in e]
     return {

@@ -46,6 +46,19 @@ def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
                           text=True, timeout=timeout)
 
 
+def write_recipe(tmp_path: Path, table: dict, records: list[dict] | None = None, raw: str | None = None) -> Path:
+    """A quick NER recipe in tmp_path with a train.jsonl beside it; `raw` replaces the TOML text."""
+    import tomli_w
+
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in (records or ner_records(4))))
+    table = {**table, "data": {"train": "train.jsonl"},
+             "output": {"dir": str(tmp_path / "run"), "allow_outside": True},
+             "evaluation": {"split": "none"}}
+    path = tmp_path / "recipe.toml"
+    path.write_text(raw if raw is not None else tomli_w.dumps(table))
+    return path
+
+
 @pytest.fixture
 def cache_env(loraforge_cache: Path) -> dict[str, str]:
     return {"LORAFORGE_CACHE": str(loraforge_cache)}
