@@ -43,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Check the recipe, the plugins it names and its data files.")
     _recipe_args(validate)
 
+    sweep = sub.add_parser("sweep", help="train once per grid point and compare them per class",
+                           description="Run one training per grid point (each in its own folder; finished points "
+                                       "are kept) and write a per-class comparison table (markdown, JSON, PNG).")
+    _recipe_args(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                       help="values to try, e.g. --grid adapter.r=8,16,32 (repeatable; default: [sweep.grid])")
+    sweep.add_argument("--output", type=Path, help="sweep folder (default: runs/<recipe name>-sweep)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress display")
+
     explain = sub.add_parser("explain", help="show every resolved value of a recipe and where it came from",
                              description="Show each resolved recipe value and the file, --set or default it "
                                          "came from.")
@@ -85,6 +94,23 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         table.add_row(f"data.{split}", f"{len(records)} records")
     table.add_row("metrics", ", ".join(k.split(":", 1)[1] for k in run.components if k.startswith("metric:")))
     console.print(table)
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
+    from .console import ConsoleReporter, comparison_table
+    from .sweep import comparison, parse_grid, run_sweep
+
+    observers = () if args.quiet else (ConsoleReporter(console),)
+    folder, results = run_sweep(args.recipe, args.overrides, parse_grid(args.grid),
+                                args.output.resolve() if args.output else None, observers)
+    columns, split = comparison(results)
+    for metric in sorted({m for scores in columns.values() for m in scores}):
+        table = comparison_table(columns, metric, title=f"{metric} F1 on {split}, by sweep point")
+        if table is not None:
+            console.print(table)
+    reused = sum(r.reused for r in results)
+    console.print(f"{len(results)} points ({reused} already done) → {folder / 'sweep.md'}")
     return 0
 
 
@@ -144,7 +170,7 @@ def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "explain": cmd_explain, "recipes": cmd_recipes,
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "sweep": cmd_sweep, "explain": cmd_explain, "recipes": cmd_recipes,
             "plugins": cmd_plugins}
 
 

@@ -15,7 +15,7 @@ from rich.table import Table
 from .hookspecs import hookimpl
 
 PHASES = {"load": "Loading model", "data": "Preparing data", "train": "Training", "evaluate": "Evaluating",
-          "export": "Exporting"}
+          "baseline": "Evaluating the base model", "export": "Exporting"}
 
 
 def _duration(seconds: float | None) -> str:
@@ -31,6 +31,8 @@ def metric_tables(metrics: dict[str, Any]) -> list[Table]:
     """One table per split and metric: per-class rows, then micro/macro averages, then any other scalars."""
     tables = []
     for split, by_metric in metrics.items():
+        if split == "baseline":
+            continue
         for name, result in by_metric.items():
             table = Table(title=f"{name} on {split}", title_justify="left")
             per_class = result.get("per_class")
@@ -56,6 +58,36 @@ def metric_tables(metrics: dict[str, Any]) -> list[Table]:
                     table.caption = "  ".join(f"{k} {_fmt(v)}" for k, v in scalars.items())
             tables.append(table)
     return tables
+
+
+def comparison_table(columns: dict[str, dict[str, Any]], metric: str, measure: str = "f1",
+                     title: str | None = None) -> Table | None:
+    """Per-class `measure` side by side for several models (base k-shot, adapters, sweep points)."""
+    per_model = {name: scores.get(metric) for name, scores in columns.items() if scores.get(metric)}
+    if not per_model or not all("per_class" in r for r in per_model.values()):
+        return None
+    table = Table(title=title or f"{metric} {measure} by class", title_justify="left")
+    table.add_column("class")
+    for name in per_model:
+        table.add_column(name, justify="right")
+    classes = list(next(iter(per_model.values()))["per_class"])
+    for label in classes:
+        table.add_row(label, *[_fmt(r["per_class"].get(label, {}).get(measure)) for r in per_model.values()])
+    for avg in ("micro", "macro"):
+        if all(isinstance(r.get(avg), dict) for r in per_model.values()):
+            table.add_row(f"[bold]{avg}[/]", *[_fmt(r[avg].get(measure)) for r in per_model.values()])
+    return table
+
+
+def baseline_tables(metrics: dict[str, Any]) -> list[Table]:
+    """Base model (k-shot) against the adapter, per class, for each metric that has per-class scores."""
+    base = metrics.get("baseline")
+    if not base:
+        return []
+    columns = {f"base {base['shots']}-shot": base["scores"], "adapter": metrics.get(base["split"], {})}
+    tables = [comparison_table(columns, name, title=f"{name} on {base['split']}: base vs adapter")
+              for name in base["scores"]]
+    return [t for t in tables if t is not None]
 
 
 def _fmt(value: Any) -> str:
@@ -129,7 +161,7 @@ class ConsoleReporter:
         if not run.is_main_process:
             return
         self._stop()
-        for table in metric_tables(run.metrics):
+        for table in metric_tables(run.metrics) + baseline_tables(run.metrics):
             self.console.print(table)
 
     @hookimpl

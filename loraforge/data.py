@@ -52,6 +52,8 @@ def read_jsonl(path: Path) -> Iterable[Record]:
 def read_csv(path: Path) -> Iterable[Record]:
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f)
+        if reader.fieldnames is None:  # reads the header row, so line numbers below start after it
+            return
         line = reader.line_num + 1
         for row in reader:
             if None in row:
@@ -115,6 +117,18 @@ class PromptEncoder:
             return tok(text, add_special_tokens=False)["input_ids"]
         ids = tok(prompt, add_special_tokens=False)["input_ids"]
         return [tok.bos_token_id, *ids] if tok.bos_token_id is not None else ids
+
+    def few_shot_ids(self, shots: Sequence[Example], prompt: str) -> list[int]:
+        """k solved examples, then the prompt: as chat turns with a template, else as plain text blocks."""
+        tok = self.tokenizer
+        if self.use_chat_template:
+            messages = [m for ex in shots for m in ({"role": "user", "content": ex.prompt},
+                                                     {"role": "assistant", "content": ex.target})]
+            text = tok.apply_chat_template([*messages, {"role": "user", "content": prompt}], tokenize=False,
+                                           add_generation_prompt=True)
+            return tok(text, add_special_tokens=False)["input_ids"]
+        context = "".join(f"{ex.prompt}{ex.target}\n\n" for ex in shots)
+        return self.prompt_ids(context + prompt)
 
     def target_ids(self, target: str) -> list[int]:
         ids = self.tokenizer(target, add_special_tokens=False)["input_ids"]

@@ -1,9 +1,10 @@
-"""What a device offers to `loraforge plan`: listed accelerators, this machine's CPU, and a calibration run.
+"""What a device offers to `loraforge plan`: listed accelerators, this machine's CPU, time on them, calibration.
 
 The table holds vendor datasheet numbers (dense bf16/fp16 tensor throughput without sparsity, memory, memory
 bandwidth). The CPU is measured: a short matmul loop for FLOP/s (or `LORAFORGE_CPU_TFLOPS`), a copy loop for
-bandwidth (or `LORAFORGE_CPU_GBPS`), the machine's RAM for memory. `measure_training` times a few real training
-steps of a recipe on this machine, through the same engine stages and Trainer arguments a run uses.
+bandwidth (or `LORAFORGE_CPU_GBPS`), the machine's RAM for memory. Times are FLOPs over peak × an assumed
+utilisation range. `measure_training` times a few real training steps of a recipe on this machine, through the
+same engine stages and Trainer arguments a run uses.
 """
 
 from __future__ import annotations
@@ -163,6 +164,7 @@ class Calibration:
     seconds: float
     padded_tokens: int  # tokens (padding included) the timed steps processed
     device: str
+    params: dict[str, int]  # PEFT's count on the real model: {"trainable", "total"}
 
     @property
     def seconds_per_token(self) -> float:
@@ -190,16 +192,16 @@ def measure_training(recipe: Any, steps: int) -> Calibration:
     from . import engine, train
 
     if steps < 2:
-        raise RecipeError("--calibrate-steps must be at least 2: the first step is warm-up and is not timed",
-                          key="--calibrate-steps")
+        raise RecipeError("must be at least 2: the first step is warm-up and is not timed", key="--calibrate-steps")
     with tempfile.TemporaryDirectory(prefix="loraforge-calibrate-") as tmp:
         run = engine.build(recipe, out_dir=Path(tmp))
         engine.load_model(run)
         datasets = engine.tokenize(run)
         args = train.training_arguments(run, has_eval=False)
         args.max_steps, args.save_strategy = steps, SaveStrategy.NO
-        tail = getattr(recipe.training, "logits_on_targets", False) and hasattr(train, "accepts_logits_to_keep") \
-            and train.accepts_logits_to_keep(run.model)
+        # the LM head on the target tail only, exactly when train.train does so
+        tail = bool(getattr(recipe.training, "logits_on_targets", False)) and hasattr(data_mod, "target_loss") \
+            and hasattr(train, "accepts_logits_to_keep") and train.accepts_logits_to_keep(run.model)
         collator = _CountingCollator(data_mod.PadCollator(run.tokenizer.pad_token_id, **(
             {"logits_on_targets": True} if tail else {})))
         marks: list[float] = []
@@ -213,16 +215,11 @@ def measure_training(recipe: Any, steps: int) -> Calibration:
                           processing_class=run.tokenizer, callbacks=[Timer()])
         trainer.remove_callback(PrinterCallback)
         trainer.train()
-    if len(marks) < 2:
-        raise RunError(f"calibration ran {len(marks)} step(s); the training set is too small to time {steps}",
-                       key="--calibrate-steps", hint="Use fewer --calibrate-steps or more data.")
+    if len(marks) < 2:  # the Trainer stopped early (e.g. a non-finite loss)
+        raise RunError(f"calibration ran {len(marks)} of {steps} steps; nothing to time", key="--calibrate-steps")
     per_step = args.gradient_accumulation_steps
     timed = sum(collator.sizes[per_step:per_step * len(marks)])
-    device = "cuda" if args.use_cpu is False and _cuda() else "cpu"
-    return Calibration(len(marks) - 1, marks[-1] - marks[0], timed, device)
-
-
-def _cuda() -> bool:
     import torch
 
-    return torch.cuda.is_available()
+    return Calibration(len(marks) - 1, marks[-1] - marks[0], timed, "cuda" if torch.cuda.is_available() else "cpu",
+                       run.summary["params"])

@@ -319,7 +319,13 @@ def export(run: Run) -> None:
 
 
 def finish(run: Run) -> None:
+    from . import plots
+
     run.summary["wall_time_s"] = round(time.time() - run.started, 1)
+    if plots.available():
+        plots.loss_curve(run.out_dir / "log.jsonl", run.out_dir / "loss.png")
+    else:
+        run.warn("no loss curve drawn: install the plot extra (pip install 'loraforge[plot]')")
     report = {
         "recipe": run.recipe.name,
         "model": run.components["model"].describe(),

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .components import Record
@@ -91,22 +91,51 @@ class EvalContext:
 
 
 def evaluate(run: Any, split: str) -> dict[str, Any]:
-    """Generate for every record of `split`, parse through the task, and compute every metric."""
-    task = run.task
-    records: list[Record] = run.records[split][: run.recipe.evaluation.max_records]
-    max_new = run.recipe.evaluation.max_new_tokens or task.max_new_tokens(run.train_examples, run.encoder.count)
+    """Score the adapted model on `split`; with `baseline_shots`, also the base model prompted k-shot."""
+    task, settings = run.task, run.recipe.evaluation
+    records: list[Record] = run.records[split][: settings.max_records]
+    max_new = settings.max_new_tokens or task.max_new_tokens(run.train_examples, run.encoder.count)
     prompts = [run.encoder.prompt_ids(task.format(r).prompt) for r in records]
-    texts = generate(run, prompts, max_new, run.recipe.evaluation.batch_size, label=split)
+    scores, texts = score(run, split, records, prompts, max_new, adapted=True)
+    _write_predictions(run, split, records, texts)
+    result: dict[str, Any] = {split: scores}
+    if settings.baseline_shots is not None:
+        run.enter("baseline")
+        shots = few_shot_examples(run, settings.baseline_shots)
+        prompts = [run.encoder.few_shot_ids(shots, task.format(r).prompt) for r in records]
+        base_scores, base_texts = score(run, split, records, prompts, max_new, adapted=False)
+        _write_predictions(run, f"{split}-base", records, base_texts)
+        result["baseline"] = {"shots": len(shots), "split": split, "scores": base_scores}
+    return result
+
+
+def few_shot_examples(run: Any, k: int) -> list[Any]:
+    """k training examples, drawn once with the recipe's seed, shared by every prompt (the usual k-shot setup)."""
+    import random
+
+    examples = run.train_examples
+    picks = random.Random(run.recipe.training.seed).sample(range(len(examples)), min(k, len(examples)))
+    return [examples[i] for i in picks]
+
+
+def score(run: Any, split: str, records: list[Record], prompts: list[list[int]], max_new: int,
+          adapted: bool) -> tuple[dict[str, Any], list[str]]:
+    """Generate, parse through the task and compute every metric; `adapted=False` disables the adapter."""
+    task = run.task
+    switch = contextlib.nullcontext() if adapted else run.model.disable_adapter()
+    with switch:
+        texts = generate(run, prompts, max_new, run.recipe.evaluation.batch_size,
+                         label=split if adapted else f"{split} (base)")
     predictions = [task.parse(t, r) for t, r in zip(texts, records)]
     references = [task.reference(r) for r in records]
     context = EvalContext(run, split, records)
     scores = {}
     for key, metric in run.components.items():
-        if key.startswith("metric:"):
-            extra = {"context": context} if metric.needs_model else {}
-            scores[key.split(":", 1)[1]] = metric.compute(predictions, references, task, **extra)
-    _write_predictions(run, split, records, texts)
-    return {split: scores}
+        if not key.startswith("metric:") or (metric.needs_model and not adapted):
+            continue
+        extra = {"context": context} if metric.needs_model else {}
+        scores[key.split(":", 1)[1]] = metric.compute(predictions, references, task, **extra)
+    return scores, texts
 
 
 def _write_predictions(run: Any, split: str, records: Sequence[Record], texts: Sequence[str]) -> None:

@@ -330,7 +330,8 @@ def model_config(run: Any) -> tuple[Any, str]:
         raise RunError(f"model loader '{run.recipe.model.name}' cannot give a config without weights",
                        key="model.loader", file=run.recipe.path) from None
     except (LoraforgeError, OSError, ValueError) as exc:
-        raise RunError(f"no config for model '{loader.describe()}' on this machine: {str(exc).splitlines()[0]}",
+        reason = exc.problems[0].message if isinstance(exc, LoraforgeError) else str(exc).splitlines()[0]
+        raise RunError(f"no config for model '{loader.describe()}' on this machine: {reason}",
                        key="model.name", file=run.recipe.path,
                        hint=f"plan knows {', '.join(KNOWN_CONFIGS)} offline; otherwise point model.name at a "
                             "local model folder (only config.json is read).") from None
@@ -465,6 +466,8 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
 
     if sweep_points < 1:
         raise RecipeError("must be at least 1", key="--sweep-points")
+    if calibrate and calibrate_steps < 2:
+        raise RecipeError("must be at least 2: the first step is warm-up and is not timed", key="--calibrate-steps")
     dev = resolve_device(device)
     run = engine.build(recipe)
     t, e, loader = recipe.training, recipe.evaluation, run.components["model"]
@@ -504,7 +507,8 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
         cal = measure_training(recipe, calibrate_steps)
         result["calibrated_train_seconds"] = data["padded_per_epoch"] * epochs * cal.seconds_per_token
         result["calibration"] = dict(steps=cal.steps, seconds=cal.seconds, padded_tokens=cal.padded_tokens,
-                                     tokens_per_s=cal.padded_tokens / cal.seconds, on=f"this machine ({cal.device})")
+                                     tokens_per_s=cal.padded_tokens / cal.seconds, on=f"this machine ({cal.device})",
+                                     real_model_params=cal.params)
 
     eval_records = 0 if e.split == "none" else len(run.records.get(e.split, [])[:e.max_records])
     max_new = e.max_new_tokens or run.task.max_new_tokens(run.train_examples, count)

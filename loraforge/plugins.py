@@ -32,6 +32,7 @@ BUILTIN_MODULES = (
     "loraforge.builtin.quantization",
     "loraforge.builtin.metrics",
     "loraforge.builtin.exporters",
+    "loraforge.builtin.sections",
 )
 
 #: kind of component -> registration hook

@@ -22,7 +22,8 @@ from loraforge.plan import (Layer, MemoryInputs, activation_bytes, command, conf
                             fit_verdict, knobs, lora_params, memory_breakdown, meta_shapes, param_rows,
                             quantized_bytes, simulate_batches, train_flops)
 
-from conftest import ROOT, cli as run_cli
+from conftest import ROOT, ner_recipe, ner_records
+from conftest import cli as run_cli
 
 
 GIB = 2**30
@@ -225,8 +226,20 @@ def test_tiny_recipe_calibrates_in_seconds(capsys, loraforge_cache):
     assert plan["params"]["matches_peft"]
     assert plan["tokens"]["source"].startswith("tokenized") and plan["tokens"]["records"] == 64
     assert plan["calibration"]["steps"] == 2 and plan["calibrated_train_seconds"] > 0
+    real = plan["calibration"]["real_model_params"]  # PEFT's count on the model calibration trained
+    assert (real["trainable"], real["total"]) == (plan["params"]["trainable"], plan["params"]["total"])
     assert plan["timeline"]["train_seconds"] == [plan["calibrated_train_seconds"]] * 2
     assert len(plan["predicted_train_seconds"]) == 2
+
+
+def test_local_hf_folder_plans_with_its_tokenizer(capsys, make_recipe, tiny_model_dir):
+    recipe = make_recipe(ner_recipe(model={"loader": "hf", "name": str(tiny_model_dir)}),
+                         data={"train": ner_records(24), "test": ner_records(4, offset=24)})
+    plan = plan_json(capsys, str(recipe), "--device", "l4")
+    assert plan["config"] == "model loader" and plan["tokens"]["source"].startswith("tokenized")
+    assert plan["params"]["matches_peft"]
+    assert plan["tokens"]["records"] + plan["tokens"]["dropped"] == 24  # a 400-token BPE makes long records
+    assert plan["memory"]["weight_bytes"] == 4  # dtype auto: the checkpoint's float32
 
 
 def test_cli_subprocess(cache_env):

@@ -70,7 +70,7 @@ def install_plugin(site: Path) -> Path:
 
 def test_builtins_register_through_the_public_hooks() -> None:
     registry = Registry(get_plugin_manager(entry_points=False))
-    assert registry.names("task") == ["ner"]
+    assert registry.names("task") == ["classification", "ner", "style"]
     assert {"lora", "dora"} <= set(registry.names("adapter"))
     assert registry.names("exporter") == ["adapter", "merged"]
     assert {"hf", "tiny"} <= set(registry.names("model loader"))
