@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
                               description="Check the recipe, the plugins it names and its data files.")
     _recipe_args(validate)
 
+    plan = sub.add_parser("plan", help="predict parameters, memory and time before any training",
+                          description="Predict trainable parameters, memory, training time and a project timeline "
+                                      "from the recipe alone (the model is built on the meta device).")
+    from .plan import configure_parser as configure_plan
+
+    configure_plan(plan)
+
     sweep = sub.add_parser("sweep", help="train once per grid point and compare them per class",
                            description="Run one training per grid point (each in its own folder; finished points "
                                        "are kept) and write a per-class comparison table (markdown, JSON, PNG).")
@@ -95,6 +102,12 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     table.add_row("metrics", ", ".join(k.split(":", 1)[1] for k in run.components if k.startswith("metric:")))
     console.print(table)
     return 0
+
+
+def cmd_plan(args: argparse.Namespace, console: Console) -> int:
+    from .plan import command
+
+    return command(args, console)
 
 
 def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
@@ -170,7 +183,7 @@ def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "sweep": cmd_sweep, "explain": cmd_explain, "recipes": cmd_recipes,
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "sweep": cmd_sweep, "explain": cmd_explain, "recipes": cmd_recipes,
             "plugins": cmd_plugins}
 
 

@@ -124,8 +124,9 @@ def measure_bandwidth_gbs(mib: int = 64, repeats: int = 3) -> float:
 
 #: model FLOPs utilisation assumed (low, high); on the CPU, of the measured matmul throughput
 MFU = {"gpu": (0.30, 0.60), "gpu-4bit": (0.20, 0.45), "gpu-8bit": (0.10, 0.30), "cpu": (0.25, 0.75)}
-#: seconds of kernel launches and Python per layer and decoding step in eager PyTorch (an assumption)
-DECODE_LAUNCH_S = 0.5e-3
+#: eager `generate` costs at least this per decoding step (its Python loop) plus this per layer (kernel launches);
+#: measured ≈ 3.8 ms a step for the 2-layer tiny model on this project's CPU machine
+DECODE_STEP_S, DECODE_LAYER_S = 2e-3, 0.5e-3
 
 
 def mfu_range(device: Device, bits: int | None = None) -> tuple[float, float]:
@@ -142,15 +143,16 @@ def seconds_range(flops: float, tflops: float | None, mfu: tuple[float, float]) 
 def eval_seconds(records: int, batch: int, prompt_tokens: float, new_tokens: tuple[float, float], matmul: int,
                  layers: int, weight_bytes: float, device: Device, mfu: tuple[float, float]) -> list[float] | None:
     """Greedy decoding: a prefill of the prompts, then one step per new token that reads every weight once
-    (bandwidth-bound), computes 2N per sequence (compute-bound), or waits on eager PyTorch's kernel launches
-    (≈ 0.5 ms a layer), whichever is slowest. Between the mean training target length and max_new_tokens."""
+    (bandwidth-bound), computes 2N per sequence (compute-bound), or waits on eager PyTorch's Python loop and
+    kernel launches (2 ms + 0.5 ms a layer), whichever is slowest. Steps: from the mean training target length
+    (typical answers) to max_new_tokens (the bound)."""
     if not device.tflops or not records:
         return None if records else [0.0, 0.0]
     out = []
     for steps, util in ((new_tokens[0], mfu[1]), (new_tokens[1], mfu[0])):
         peak = device.tflops * 1e12 * util
         step = max(weight_bytes / (device.bandwidth_gbs * 1e9) if device.bandwidth_gbs else 0.0,
-                   2 * matmul * batch / peak, layers * DECODE_LAUNCH_S)
+                   2 * matmul * batch / peak, DECODE_STEP_S + layers * DECODE_LAYER_S)
         out.append(math.ceil(records / batch) * (2 * matmul * batch * prompt_tokens / peak + steps * step))
     return out
 

@@ -253,7 +253,9 @@ def execute(run: Run) -> Run:
         if run.is_main_process:  # other ranks are done once the Trainer is
             if run.recipe.evaluation.split != "none":
                 run.enter("evaluate")
+                began = time.perf_counter()
                 run.metrics = evaluate.evaluate(run, run.recipe.evaluation.split)
+                run.summary["evaluate_s"] = round(time.perf_counter() - began, 2)
                 run.hook.on_evaluate(run=run)
             export(run)
             finish(run)
@@ -328,6 +330,7 @@ def finish(run: Run) -> None:
         run.warn("no loss curve drawn: install the plot extra (pip install 'loraforge[plot]')")
     report = {
         "recipe": run.recipe.name,
+        **predicted_vs_actual(run),
         "model": run.components["model"].describe(),
         **run.summary,
         "metrics": run.metrics,
@@ -335,6 +338,25 @@ def finish(run: Run) -> None:
         "warnings": run.warnings,
     }
     write_json_atomic(run.out_dir / "metrics.json", report)
+
+
+def predicted_vs_actual(run: Run) -> dict[str, Any]:
+    """When `loraforge plan` wrote its estimate into this run folder, compare it with the measured time."""
+    import json
+
+    from .plan import PLAN_FILE
+
+    try:
+        plan = json.loads((run.out_dir / PLAN_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    actual = run.summary.get("train", {}).get("runtime_s")
+    out = {"predicted_train_s": plan.get("predicted_train_seconds"), "actual_train_s": actual}
+    if plan.get("calibrated_train_seconds"):
+        out["calibrated_train_s"] = round(plan["calibrated_train_seconds"], 1)
+        if actual:
+            out["calibrated_error"] = round(plan["calibrated_train_seconds"] / actual - 1, 3)
+    return {"plan": out}
 
 
 def run_recipe(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None,

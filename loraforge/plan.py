@@ -515,7 +515,9 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
     evaluation = eval_seconds(eval_records, e.batch_size, data["mean_prompt"],
                               (min(max_new, data["mean_target"]), max_new), m.quantizable + head, m.layers,
                               components["base weights"], dev, mfu)
-    calibrated = result.get("calibrated_train_seconds") if not dev.gpu else None
+    # a calibration measures this machine: it replaces the prediction only when --device is this machine's CPU
+    calibrated = result["calibrated_train_seconds"] if calibrate and dev.name == "cpu" and cal.device == "cpu" \
+        else None
     training = [calibrated, calibrated] if calibrated else predicted
     iteration = [sweep_points * (training[i] + (evaluation or [0, 0])[i]) for i in (0, 1)] if training else None
     records = sum(len(r) for r in run.records.values())
@@ -650,11 +652,19 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
 
+PLAN_FILE = "plan.json"
+
+
 def command(args: argparse.Namespace, console: Any) -> int:
+    from .engine import default_out_dir, located
+    from .files import write_json_atomic
     from .recipe import load_recipe
 
-    result = plan(load_recipe(args.recipe, args.overrides), args.device, args.calibrate, args.calibrate_steps,
-                  args.sweep_points)
+    recipe = load_recipe(args.recipe, args.overrides)
+    with located(recipe):
+        result = plan(recipe, args.device, args.calibrate, args.calibrate_steps, args.sweep_points)
+    if args.device == "cpu":  # a later `loraforge run` on this machine puts the prediction beside the real time
+        write_json_atomic(default_out_dir(recipe) / PLAN_FILE, result)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

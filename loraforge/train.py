@@ -193,10 +193,11 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
     args = training_arguments(run, eval_set is not None)
     tokens = int(sum(train_set["length"]))
     tail_only = run.recipe.training.logits_on_targets and accepts_logits_to_keep(run.model)
+    collator = PadCollator(run.tokenizer.pad_token_id, logits_on_targets=tail_only)
     trainer = Trainer(
         model=run.model, args=args, train_dataset=train_set,
         eval_dataset=eval_set if args.eval_strategy != "no" else None,
-        data_collator=PadCollator(run.tokenizer.pad_token_id, logits_on_targets=tail_only),
+        data_collator=collator,
         compute_loss_func=target_loss if tail_only else None,
         processing_class=run.tokenizer,
         callbacks=[_callback(run, interrupt := InterruptFlag())],
@@ -225,4 +226,16 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
         "tokens": int(tokens * epochs),
         "tokens_per_s": round(tokens * epochs / seconds, 1) if seconds else None,
         "records": len(train_set),
+        "padding_fraction": padding_fraction(trainer, train_set["length"]),
     }
+
+
+def padding_fraction(trainer: Any, lengths: list[int]) -> float | None:
+    """Share of padded positions in one epoch of the batches the Trainer's sampler draws."""
+    try:
+        batches = list(trainer.get_train_dataloader().batch_sampler)
+    except (AttributeError, TypeError):
+        return None
+    real = sum(lengths[i] for batch in batches for i in batch)
+    padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches if batch)
+    return round(1 - real / padded, 4) if padded else None

@@ -7,7 +7,6 @@ import argparse
 import json
 import time
 import warnings
-from pathlib import Path
 
 import pytest
 import torch

@@ -198,7 +198,7 @@ class JsonxTask(Task):
                     ([f"has {', '.join(repr(n) for n in extra)}, not there"] if extra else [])
             close = difflib.get_close_matches(extra[0], missing, n=1, cutoff=0.6) if extra and missing else []
             if close:
-                hint = f"'{extra[0]}' looks like '{close[0]}': rename one of them. {hint}"
+                hint = f"'{extra[0]}' looks like '{close[0]}': rename one of them; {hint}"
             fail(f"'{o.fields_field}' does not match {where}: {'; '.join(parts)}", hint)
 
     # ------------------------------------------------------------------ text

@@ -1,0 +1,155 @@
+"""loraforge against a plain Trainer+PEFT script: same model, data and hyperparameters, run in one process tree.
+
+    python bench/compare.py [--recipe recipes/medical_ner_tiny.toml] [--repeat 3] [--set key=value ...]
+
+Prints, as medians over the repeats: training tokens/s (real, non-pad tokens), padding fraction, training and
+evaluation wall time, peak RSS, test micro-F1, the ratio loraforge/plain, and the model FLOP/s of training against
+this machine's matmul peak (measured here first). Not part of the test suite; tests/test_bench.py smoke-tests it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 8) -> float:
+    """GFLOP/s of large square matmuls: the ceiling the training FLOP/s are compared with."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+
+
+def measured(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], float, float]:
+    """Run a child; return it, its wall time and its peak RSS in MiB (the child alone, via RUSAGE_CHILDREN)."""
+    wrapper = ("import resource, subprocess, sys\n"
+               "p = subprocess.run(sys.argv[1:])\n"
+               "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)\n"
+               "sys.exit(p.returncode)\n")
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", wrapper, *cmd], capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+    rss_kb = int(done.stderr.strip().splitlines()[-1])
+    return done, wall, rss_kb / 1024
+
+
+def model_flops_per_token(metrics: dict, base: Path) -> float:
+    """6 FLOPs per trainable and 4 per frozen matmul weight (no weight gradient), per token."""
+    from safetensors import safe_open
+
+    with safe_open(base / "model.safetensors", "pt") as f:
+        matmul = sum(f.get_slice(k).get_shape()[0] * f.get_slice(k).get_shape()[1]
+                     for k in f.keys() if k.endswith(".weight") and len(f.get_slice(k).get_shape()) == 2
+                     and "embed_tokens" not in k)
+    trainable = metrics["params"]["trainable"]
+    return 4 * matmul + 2 * trainable
+
+
+def plain_config(recipe_path: Path, overrides: list[str], base: Path, folder: Path) -> Path:
+    """The same formatted examples and hyperparameters, handed to the plain script."""
+    from loraforge.engine import build
+    from loraforge.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    run = build(recipe)
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        records = run.records[split][: recipe.evaluation.max_records if split == "test" else None]
+        with open(folder / f"{split}.jsonl", "w") as f:
+            for ex in (run.task.format(r) for r in records):
+                f.write(json.dumps({"prompt": ex.prompt, "target": ex.target}) + "\n")
+    a, t = recipe.adapter.options, recipe.training
+    cfg = {"model": str(base), "train": str(folder / "train.jsonl"), "test": str(folder / "test.jsonl"),
+           "out": str(folder / "trainer"), "r": a.r, "alpha": a.lora_alpha, "dropout": a.lora_dropout,
+           "target_modules": a.target_modules, "modules_to_save": a.modules_to_save, "epochs": t.epochs,
+           "lr": t.learning_rate, "batch_size": t.batch_size, "scheduler": t.scheduler,
+           "warmup_ratio": t.warmup_ratio, "seed": t.seed}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder / "config.json"
+
+
+def plain_f1(recipe_path: Path, overrides: list[str], generations: list[str]) -> float:
+    from loraforge.engine import build
+    from loraforge.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)
+    run = build(recipe)
+    records = run.records["test"][: recipe.evaluation.max_records]
+    task = run.task
+    predictions = [task.parse(g, r) for g, r in zip(generations, records)]
+    metric = run.components["metric:seqeval"]
+    return metric.compute(predictions, [task.reference(r) for r in records], task)["micro"]["f1"]
+
+
+def once(recipe: Path, overrides: list[str], out: Path, index: int) -> dict[str, dict[str, float]]:
+    lf_dir = out / f"loraforge-{index}"
+    sets = [x for o in overrides for x in ("--set", o)]
+    _, lf_wall, lf_rss = measured([sys.executable, "-m", "loraforge", "run", str(recipe), "--output", str(lf_dir),
+                                   "--restart", "--quiet", *sets])
+    metrics = json.loads((lf_dir / "metrics.json").read_text())
+    base = Path(json.loads((lf_dir / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"])
+    cfg = plain_config(recipe, overrides, base, out / f"plain-{index}")
+    done, plain_wall, plain_rss = measured([sys.executable, str(ROOT / "bench" / "plain_script.py"), str(cfg)])
+    plain = json.loads(done.stdout.strip().splitlines()[-1])
+    flops = model_flops_per_token(metrics, base)
+    lf_train = metrics["train"]
+    return {
+        "loraforge": {"tokens_per_s": lf_train["tokens_per_s"], "padding_fraction": lf_train["padding_fraction"],
+                      "train_s": lf_train["runtime_s"], "eval_s": metrics["evaluate_s"], "wall_s": lf_wall,
+                      "peak_rss_mib": lf_rss, "micro_f1": metrics["metrics"]["test"]["seqeval"]["micro"]["f1"],
+                      "gflops": flops * lf_train["tokens_per_s"] / 1e9},
+        "plain": {"tokens_per_s": plain["tokens_per_s"], "padding_fraction": plain["padding_fraction"],
+                  "train_s": plain["train_s"], "eval_s": plain["eval_s"], "wall_s": plain_wall,
+                  "peak_rss_mib": plain_rss, "micro_f1": plain_f1(recipe, overrides, plain["generations"]),
+                  "gflops": flops * plain["tokens_per_s"] / 1e9},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "medical_ner_tiny.toml")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--set", dest="overrides", action="append", default=[])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
+    args = parser.parse_args(argv)
+
+    peak = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
+    print(f"matmul peak on this machine: fp32 {peak['float32']:.0f} GFLOP/s, bf16 {peak['bfloat16']:.0f} GFLOP/s")
+    runs = [once(args.recipe, args.overrides, args.out, i) for i in range(args.repeat)]
+    rows = ["tokens_per_s", "padding_fraction", "train_s", "eval_s", "wall_s", "peak_rss_mib", "micro_f1", "gflops"]
+    print(f"\nmedian of {args.repeat} run(s)      loraforge        plain    loraforge/plain")
+    summary = {}
+    for row in rows:
+        lf = statistics.median(r["loraforge"][row] for r in runs)
+        pl = statistics.median(r["plain"][row] for r in runs)
+        summary[row] = {"loraforge": lf, "plain": pl}
+        ratio = f"{lf / pl:10.2f}x" if pl else "-"
+        print(f"{row:24} {lf:12.3f} {pl:12.3f} {ratio}")
+    print(f"training FLOP/s vs fp32 matmul peak: loraforge {summary['gflops']['loraforge'] / peak['float32']:.1%}, "
+          f"plain {summary['gflops']['plain'] / peak['float32']:.1%}")
+    speedup_eval = summary["eval_s"]["plain"] / summary["eval_s"]["loraforge"]
+    print(f"speed-ups: training {summary['tokens_per_s']['loraforge'] / summary['tokens_per_s']['plain']:.2f}x, "
+          f"evaluation {speedup_eval:.2f}x")
+    (args.out / "bench.json").write_text(json.dumps({"peak_gflops": peak, "runs": runs, "median": summary},
+                                                    indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
