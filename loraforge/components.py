@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .errors import DataError
 from .schema import NoOptions
 
 if TYPE_CHECKING:
@@ -27,6 +28,10 @@ class Record:
     data: dict[str, Any]
     file: str
     line: int
+
+    def error(self, message: str, hint: str | None = None) -> DataError:
+        """A DataError located at this record: `raise record.error("...", hint="...")`."""
+        return DataError(message, file=self.file, line=self.line, hint=hint)
 
 
 @dataclass(frozen=True)

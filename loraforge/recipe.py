@@ -298,8 +298,8 @@ def locate(ref: str | Path, base: Path, *, file: object = None, key: str | None 
         root = resources.files(package)
     except ModuleNotFoundError:
         raise RecipeError(f"'{ref}' names package '{package}', which is not installed", file=file, key=key,
-                          hint=f"Install the plugin package that ships it (pip install ...), then check "
-                               f"`loraforge recipes`.") from None
+                          hint="Install the plugin package that ships it (pip install ...), then check "
+                               "`loraforge recipes`.") from None
     return Path(str(root.joinpath(inner)))
 
 

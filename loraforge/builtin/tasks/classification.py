@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 from ...components import Example, Metric, Record, Task
-from ...errors import DataError, did_you_mean
+from ...errors import did_you_mean
 from ...hookspecs import hookimpl
 from ...schema import option
 
@@ -85,25 +85,22 @@ class ClassificationTask(Task):
         """The text must be a non-empty string and the label one of `labels` (exactly, as written there)."""
         o = self.options
 
-        def fail(message: str, hint: str) -> NoReturn:
-            raise DataError(message, file=record.file, line=record.line, hint=hint)
-
         data = record.data if isinstance(record.data, dict) else {}
         keys = ", ".join(map(str, data)) or "none"
         for name, key in (("text", o.text_field), ("label", o.label_field)):
             value = data.get(key)
             if not isinstance(value, str):
                 got = "missing" if key not in data else f"a {type(value).__name__}, not a string"
-                fail(f"field '{key}' is {got}",
+                raise record.error(f"field '{key}' is {got}",
                      f"each record needs the {name} under '{key}' (keys found: {keys}); set "
                      f"`task.{name}_field` in the recipe if it is stored under another key")
             if not value.strip():
-                fail(f"field '{key}' is empty", f"give every record a {name}, or drop this record")
+                raise record.error(f"field '{key}' is empty", f"give every record a {name}, or drop this record")
         label = data[o.label_field]
         if label not in self._labels:
             close = self._by_key.get(normalize_label(label))
             suggestion = f"; did you mean '{close}'?" if close else did_you_mean(label, o.labels)
-            fail(f"label {label!r} is not declared{suggestion}",
+            raise record.error(f"label {label!r} is not declared{suggestion}",
                  f"labels must match `task.labels` exactly (declared: {', '.join(o.labels)}); add it there or fix "
                  "the data")
 

@@ -110,60 +110,57 @@ class NerTask(Task):
         """Reject records the model would learn wrong things from, naming file, line and the fix."""
         o = self.options
 
-        def fail(message: str, hint: str) -> None:
-            raise DataError(message, file=record.file, line=record.line, hint=hint)
-
         data = record.data if isinstance(record.data, dict) else {}
         text = data.get(o.text_field)
         if not isinstance(text, str):
             got = "missing" if o.text_field not in data else f"a {type(text).__name__}, not a string"
             keys = ", ".join(map(str, data)) or "none"
-            fail(f"field '{o.text_field}' is {got}",
+            raise record.error(f"field '{o.text_field}' is {got}",
                  f"each record needs the text under '{o.text_field}' (keys found: {keys});"
                  " set `task.text_field` in the recipe if it is stored under another key")
         ents = data.get(o.entities_field)
         if not isinstance(ents, list):
             got = "missing" if o.entities_field not in data else f"a {type(ents).__name__}, not a list"
-            fail(f"field '{o.entities_field}' is {got}",
+            raise record.error(f"field '{o.entities_field}' is {got}",
                  f"give a list of {{start, end, label}} under '{o.entities_field}' ([] when there are none);"
                  " set `task.entities_field` in the recipe if it is stored under another key")
         where = "entity {i}"
         spans: list[tuple[int, int, int]] = []
         for i, ent in enumerate(ents):
             if not isinstance(ent, dict):
-                fail(f"{where.format(i=i)} is a {type(ent).__name__}, not a table",
+                raise record.error(f"{where.format(i=i)} is a {type(ent).__name__}, not a table",
                      'write each entity as {"start": 0, "end": 5, "label": "PER"}')
             missing = [k for k in ("start", "end", "label") if k not in ent]
             if missing:
-                fail(f"{where.format(i=i)} has no {', '.join(missing)}",
+                raise record.error(f"{where.format(i=i)} has no {', '.join(missing)}",
                      'each entity needs "start" and "end" (character offsets, end exclusive) and "label"')
             start, end, label = ent["start"], ent["end"], ent["label"]
             for key, value in (("start", start), ("end", end)):
                 if not isinstance(value, int) or isinstance(value, bool):
-                    fail(f"{where.format(i=i)} has {key} {value!r}, not an integer",
+                    raise record.error(f"{where.format(i=i)} has {key} {value!r}, not an integer",
                          "offsets are integer character positions into the text")
             if not 0 <= start <= len(text) or not 0 <= end <= len(text):
-                fail(f"{where.format(i=i)} [{start}, {end}) lies outside the text (length {len(text)})",
+                raise record.error(f"{where.format(i=i)} [{start}, {end}) lies outside the text (length {len(text)})",
                      "offsets count characters from 0, end exclusive; check the offsets were not computed on tokens"
                      " or bytes")
             if start >= end:
-                fail(f"{where.format(i=i)} has start {start} >= end {end}",
+                raise record.error(f"{where.format(i=i)} has start {start} >= end {end}",
                      "end is exclusive: an entity covering text[3:8] has start 3 and end 8")
             mention = ent.get("text")
             if mention is not None and mention != text[start:end]:
-                fail(f"{where.format(i=i)} mention {mention!r} does not match text[{start}:{end}] = "
+                raise record.error(f"{where.format(i=i)} mention {mention!r} does not match text[{start}:{end}] = "
                      f"{text[start:end]!r}",
                      "fix the offsets (or the mention); the offsets are what training uses")
             if not text[start:end].strip():
-                fail(f"{where.format(i=i)} [{start}, {end}) covers only whitespace", "fix or drop this entity")
+                raise record.error(f"{where.format(i=i)} [{start}, {end}) covers only whitespace", "fix or drop this entity")
             if not isinstance(label, str) or label not in o.labels:
-                fail(f"{where.format(i=i)} has label {label!r}, which is not declared",
+                raise record.error(f"{where.format(i=i)} has label {label!r}, which is not declared",
                      f"add it to `task.labels` in the recipe or fix the data (declared: {', '.join(o.labels)})")
             spans.append((start, end, i))
         spans.sort()
         for (s1, e1, i1), (s2, e2, i2) in zip(spans, spans[1:]):
             if s2 < e1:
-                fail(f"entities overlap: entity {i1} [{s1}, {e1}) {text[s1:e1]!r} and entity {i2} [{s2}, {e2}) "
+                raise record.error(f"entities overlap: entity {i1} [{s1}, {e1}) {text[s1:e1]!r} and entity {i2} [{s2}, {e2}) "
                      f"{text[s2:e2]!r}", "this task supports flat entities only: keep one of the two")
 
     def read(self, path: Path, fmt: str = "conll") -> Iterable[Record]:

@@ -13,10 +13,9 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import Any, ClassVar
 
 from ...components import Example, Metric, Record, Task
-from ...errors import DataError
 from ...hookspecs import hookimpl
 from ...schema import option
 
@@ -75,15 +74,12 @@ class StyleTask(Task):
         """Pairs need a string prompt (may be empty) and a non-empty response; plain records a non-empty text."""
         o = self.options
 
-        def fail(message: str, hint: str) -> NoReturn:
-            raise DataError(message, file=record.file, line=record.line, hint=hint)
-
         data = record.data if isinstance(record.data, dict) else {}
         keys = ", ".join(map(str, data)) or "none"
         shapes = (f'each record is either {{"{o.prompt_field}": ..., "{o.response_field}": ...}} or '
                   f'{{"{o.text_field}": ...}} (keys found: {keys}); the `task.*_field` options rename them')
         if not any(k in data for k in (o.prompt_field, o.response_field, o.text_field)):
-            fail(f"record has no '{o.prompt_field}', '{o.response_field}' or '{o.text_field}'", shapes)
+            raise record.error(f"record has no '{o.prompt_field}', '{o.response_field}' or '{o.text_field}'", shapes)
         if self._is_pair(data):
             wanted: tuple[tuple[str, bool], ...] = ((o.prompt_field, False), (o.response_field, True))
         else:
@@ -92,9 +88,9 @@ class StyleTask(Task):
             value = data.get(key)
             if not isinstance(value, str):
                 got = "missing" if value is None else f"a {type(value).__name__}, not a string"
-                fail(f"field '{key}' is {got}", shapes)
+                raise record.error(f"field '{key}' is {got}", shapes)
             if required and not value.strip():
-                fail(f"field '{key}' is empty", "the target text must say something; drop this record")
+                raise record.error(f"field '{key}' is empty", "the target text must say something; drop this record")
 
     # ------------------------------------------------------------------ text
     def _head(self) -> str:
