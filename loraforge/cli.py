@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--output", type=Path, help="sweep folder (default: runs/<recipe name>-sweep)")
     sweep.add_argument("--quiet", action="store_true", help="no progress display")
 
+    new = sub.add_parser("new", help="create a plugin package that passes its own tests",
+                         description="Write a plugin package skeleton: entry point, an example task and metric, "
+                                     "tests, data and a recipe.")
+    from .scaffold import configure_parser as configure_new
+
+    configure_new(new)
+
     explain = sub.add_parser("explain", help="show every resolved value of a recipe and where it came from",
                              description="Show each resolved recipe value and the file, --set or default it "
                                          "came from.")
@@ -127,6 +134,12 @@ def cmd_sweep(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_new(args: argparse.Namespace, console: Console) -> int:
+    from .scaffold import command
+
+    return command(args, console)
+
+
 def cmd_explain(args: argparse.Namespace, console: Console) -> int:
     from .plugins import Registry, get_plugin_manager
     from .recipe import load_recipe
@@ -183,7 +196,7 @@ def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "sweep": cmd_sweep, "explain": cmd_explain, "recipes": cmd_recipes,
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "sweep": cmd_sweep, "new": cmd_new, "explain": cmd_explain, "recipes": cmd_recipes,
             "plugins": cmd_plugins}
 
 

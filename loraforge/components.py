@@ -50,6 +50,13 @@ class Component:
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
 
+    def configure(self, recipe: Recipe) -> None:
+        """Called once the recipe is resolved, before any data is read (by `run` and `validate` alike).
+
+        Options come from the component's own table; override this to read what lies elsewhere, such as a plugin's
+        own recipe section (`recipe.sections["name"]`). Raise RecipeError for a problem, naming the key.
+        """
+
 
 class Task(Component, ABC):
     """Formats records into prompt/target text and parses generations back into structure."""

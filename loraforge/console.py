@@ -37,7 +37,8 @@ def metric_tables(metrics: dict[str, Any]) -> list[Table]:
             table = Table(title=f"{name} on {split}", title_justify="left")
             per_class = result.get("per_class")
             if per_class:
-                columns = [c for c in ("precision", "recall", "f1", "support") if c in next(iter(per_class.values()))]
+                columns = [c for c in ("precision", "recall", "f1", "accuracy", "support")
+                           if c in next(iter(per_class.values()))]
                 table.add_column("class")
                 for c in columns:
                     table.add_column(c, justify="right")

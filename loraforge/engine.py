@@ -122,6 +122,8 @@ def build(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | No
     for i, name in enumerate(metric_names):
         run.components[f"metric:{name}"] = registry.get("metric", name, key=f"evaluation.metrics[{i}]",
                                                         file=recipe.path).factory()
+    for component in run.components.values():
+        component.configure(recipe)
     run.records = data_mod.load_splits(recipe, run.task)
     run.train_examples = [run.task.format(r) for r in run.records["train"]]
     if recipe.evaluation.split != "none" and recipe.evaluation.split not in run.records:

@@ -72,7 +72,8 @@ def register_exporters(register: Any) -> None:
 
 @hookspec
 def on_run_start(run: Any) -> None:
-    """Called once the recipe is resolved and the run folder exists, before any model is loaded."""
+    """Called once `loraforge run` has resolved the recipe, built the components and read the records, before
+    any model is loaded or anything is written to the run folder."""
 
 
 @hookspec

@@ -21,6 +21,8 @@ CHECKPOINTS = "checkpoints"
 #: files the Trainer writes into a checkpoint; one missing means the save was interrupted
 CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
 #: training options that do not change what a checkpoint means
+#: sections that only affect evaluation, export or output: a resume may change them
+FREE_SECTIONS = {"evaluation", "export", "output", "sweep"}
 FREE_TRAINING_KEYS = {"logging_steps", "save_steps", "save_total_limit", "eval_loss", "dataloader_workers"}
 PACKAGES = ("loraforge", "torch", "transformers", "peft", "bitsandbytes", "accelerate")
 
@@ -30,11 +32,14 @@ def make_lock(run: Any) -> dict[str, Any]:
 
     resolved = run.recipe.to_dict()
     training = {k: v for k, v in resolved["training"].items() if k not in FREE_TRAINING_KEYS}
-    sections = {name: resolved.get(name, {}) for name in ("model", "task", "adapter", "quantization")}
+    sections = {name: value for name, value in resolved.items()
+                if isinstance(value, dict) and name not in FREE_SECTIONS}
+    sections["training"] = training
+    sections["data"] = {k: v for k, v in sections["data"].items() if k != "test"}  # scored after training only
     data = {split: file_digest(path) for split in ("train", "validation")
             if (path := run.recipe.data_path(split)) is not None}
     return {
-        "recipe": {**sections, "training": training},
+        "recipe": sections,
         "data": data,
         "tokenizer": tokenizer_fingerprint(run.tokenizer),
         "packages": {name: _version(name) for name in PACKAGES},

@@ -240,14 +240,17 @@ class Corpus:
     def repeat(self) -> str:
         r = self.rng
         words = []
-        for _ in range(r.randint(4, 20)):
+        for _ in range(r.randint(4, 30)):
             x = r.random()
-            words.append(self.pseudo() if x < 0.4 else self.number() if x < 0.5 else self.real(1)[0])
+            words.append(self.pseudo() if x < 0.45 else self.number() if x < 0.55 else self.real(1)[0])
+        seq = " ".join(words)
         kind = r.random()
-        head = self.instruction("repeat") + "Text: " + " ".join(words) + "\n"
-        if kind < 0.4:
-            return head + r.choice(["Repeat:", "Again:", "Copy:"]) + " " + " ".join(words)
-        if kind < 0.7:
+        if kind < 0.3:  # bare repetition, the plainest induction signal
+            return " ".join([seq] * r.randint(2, 3))
+        head = self.instruction("repeat") + "Text: " + seq + "\n"
+        if kind < 0.65:
+            return head + r.choice(["Repeat:", "Again:", "Copy:"]) + " " + seq
+        if kind < 0.85:
             i = r.randrange(len(words) - 1)
             return head + f"After {words[i]}: " + " ".join(words[i + 1:])
         n = r.randint(1, min(5, len(words)))
@@ -313,7 +316,7 @@ class Corpus:
         return (self.instruction("surface") + "Labels: " + ", ".join(labels) + "\nText: " + text + "\nFound:\n"
                 + ("\n".join(lines) if lines else "none"))
 
-    KINDS = {"prose": 0.26, "repeat": 0.14, "fields": 0.24, "marked": 0.16, "surface": 0.20}
+    KINDS = {"prose": 0.20, "repeat": 0.30, "fields": 0.20, "marked": 0.15, "surface": 0.15}
 
     def document(self, kind: str | None = None) -> str:
         kind = kind or self.rng.choices(list(self.KINDS), list(self.KINDS.values()))[0]
@@ -364,6 +367,38 @@ def batches(corpus: Corpus, tok, batch: int, seq: int):
         yield torch.tensor(chunk, dtype=torch.long).view(batch, seq)
 
 
+def induction_batch(tok, words: list[str], seed: int, n: int = 32):
+    """Held-out sequences 'S S' of pseudo-words: the loss on the second S measures copying."""
+    import torch
+
+    corpus = Corpus(seed, words)
+    rows, masks = [], []
+    for _ in range(n):
+        ids = tok(" " + " ".join(corpus.pseudo() for _ in range(12)), add_special_tokens=False)["input_ids"][:40]
+        row = [tok.bos_token_id, *ids, *ids]
+        rows.append(row)
+        masks.append([0] * (1 + len(ids) + 1) + [1] * (len(ids) - 1))
+    width = max(map(len, rows))
+    x = torch.full((n, width), tok.pad_token_id)
+    labels = torch.full((n, width), -100)
+    for i, (row, mask) in enumerate(zip(rows, masks)):
+        x[i, :len(row)] = torch.tensor(row)
+        labels[i, :len(row)] = torch.tensor([t if m else -100 for t, m in zip(row, mask)])
+    return x, labels
+
+
+def copy_loss(model, batch) -> float:
+    import torch
+
+    x, labels = batch
+    was = model.training
+    model.eval()
+    with torch.inference_mode():
+        value = float(model(input_ids=x, attention_mask=(x != -1).long(), labels=labels).loss)
+    model.train(was)
+    return value
+
+
 def pretrain(model, tok, corpus: Corpus, args) -> float:
     import torch
 
@@ -384,6 +419,7 @@ def pretrain(model, tok, corpus: Corpus, args) -> float:
 
     model.train()
     data = batches(corpus, tok, args.batch, args.seq)
+    held_out = induction_batch(tok, corpus.words, args.seed + 2000)
     began = time.perf_counter()
     smooth = None
     for step in range(args.steps):
@@ -396,13 +432,14 @@ def pretrain(model, tok, corpus: Corpus, args) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        value = float(loss)
+        value = float(loss.detach())
         smooth = value if smooth is None else 0.95 * smooth + 0.05 * value
         if step % args.log_every == 0 or step == args.steps - 1:
             spent = time.perf_counter() - began
             eta = spent / (step + 1) * (args.steps - step - 1)
-            print(f"step {step + 1:5d}/{args.steps}  loss {value:.3f}  avg {smooth:.3f}  lr {lr_at(step):.2e}  "
-                  f"{spent:6.0f}s  eta {eta:4.0f}s", flush=True)
+            print(f"step {step + 1:5d}/{args.steps}  loss {value:.3f}  avg {smooth:.3f}  "
+                  f"copy-loss {copy_loss(model, held_out):.3f}  lr {lr_at(step):.2e}  {spent:6.0f}s  eta {eta:4.0f}s",
+                  flush=True)
     return smooth
 
 

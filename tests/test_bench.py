@@ -1,0 +1,30 @@
+"""A quick smoke run of the benchmark script (its figures are read by people, not asserted here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_bench_compare_runs_both_sides_and_prints_every_figure(tmp_path, cache_env) -> None:
+    import os
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compare.py"), "--repeat", "1", "--out", str(tmp_path),
+         "--set", "data.max_records=24", "--set", "training.epochs=1", "--set", "evaluation.max_records=3",
+         "--set", "evaluation.max_new_tokens=8", "--set", "model.hidden_size=64", "--set", "model.num_layers=1"],
+        env={**os.environ, **cache_env}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("tokens_per_s", "padding_fraction", "train_s", "eval_s", "peak_rss_mib", "micro_f1", "gflops",
+                "matmul peak", "speed-ups"):
+        assert row in done.stdout
+    report = json.loads((tmp_path / "bench.json").read_text())
+    run = report["runs"][0]
+    assert run["loraforge"]["tokens_per_s"] > 0 and run["plain"]["tokens_per_s"] > 0
+    assert run["loraforge"]["padding_fraction"] <= run["plain"]["padding_fraction"]
