@@ -444,6 +444,19 @@ def pretrain(model, tok, corpus: Corpus, args) -> float:
 
 
 # ------------------------------------------------------------------------------------------------ probe
+def split_answer(doc: str) -> tuple[str, str] | None:
+    """Prompt and answer of an answer-bearing document (the prompt keeps its trailing ':' or newline)."""
+    if "Text: " not in doc:
+        return None
+    for marker in ("\nMarked:\n", "\nFound:\n", "\nFields:\n"):
+        if marker in doc:
+            cut = doc.index(marker) + len(marker)
+            return doc[:cut], doc[cut:]
+    last = doc.rindex("\n") + 1
+    cut = doc.index(":", last) + 1
+    return doc[:cut], doc[cut:]
+
+
 def probe(model, tok, words: list[str], seed: int, per_kind: int = 200) -> dict[str, float]:
     """Greedy answers on held-out documents: exact match of each answer line (the copy probe)."""
     import torch
@@ -451,35 +464,26 @@ def probe(model, tok, words: list[str], seed: int, per_kind: int = 200) -> dict[
     corpus = Corpus(seed, words)
     model.eval()
     results = {}
-    for kind, split in (("repeat", "\n"), ("fields", "\n"), ("marked", "\nMarked:\n"), ("surface", "\nFound:\n")):
-        prompts, answers = [], []
-        while len(prompts) < per_kind:
-            doc = corpus.document(kind)
-            if kind == "repeat":
-                cut = doc.rfind("\n") + 1
-                colon = doc.index(": ", cut) + 2
-                prompt, answer = doc[:colon], doc[colon:]
-            elif kind == "fields":
-                key = "\nAnswer: " if "\nAnswer: " in doc else "\nFields:\n"
-                prompt, answer = doc[:doc.index(key) + len(key)], doc[doc.index(key) + len(key):]
-            else:
-                prompt, answer = doc[:doc.index(split) + len(split)], doc[doc.index(split) + len(split):]
-            prompts.append(prompt)
-            answers.append(answer)
+    tok.padding_side = "left"
+    for kind in ("repeat", "fields", "marked", "surface"):
+        pairs = []
+        while len(pairs) < per_kind:
+            split = split_answer(corpus.document(kind))
+            if split:
+                pairs.append(split)
         good = lines = 0
-        tok.padding_side = "left"
-        for start in range(0, len(prompts), 50):
-            chunk = prompts[start:start + 50]
-            enc = tok([tok.bos_token + p for p in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
+        for start in range(0, len(pairs), 50):
+            chunk = pairs[start:start + 50]
+            enc = tok([tok.bos_token + p for p, _ in chunk], return_tensors="pt", padding=True,
+                      add_special_tokens=False)
             with torch.inference_mode():
-                out = model.generate(**enc, max_new_tokens=64, do_sample=False, pad_token_id=tok.pad_token_id,
+                out = model.generate(**enc, max_new_tokens=80, do_sample=False, pad_token_id=tok.pad_token_id,
                                      eos_token_id=tok.eos_token_id)
             texts = tok.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for text, gold in zip(texts, answers[start:start + 50]):
-                want = gold.split("\n")
-                got = text.split("\n")
+            for text, (_, gold) in zip(texts, chunk):
+                want, got = gold.strip().split("\n"), text.strip().split("\n")
                 lines += len(want)
-                good += sum(1 for i, w in enumerate(want) if i < len(got) and got[i] == w)
+                good += sum(1 for i, w in enumerate(want) if i < len(got) and got[i].strip() == w.strip())
         results[kind] = good / max(1, lines)
     tok.padding_side = "right"
     return results

@@ -68,6 +68,21 @@ def test_without_the_plugin_the_table_and_the_task_are_unknown() -> None:
     assert "jsonx: unknown section" in text
 
 
+def test_validate_checks_every_record_against_the_jsonx_fields(make_recipe) -> None:
+    good = {"text": "M 40, seen in clinic.", "fields": {"age": 40, "sex": "male"}}
+    typo = {"text": "F 7, phone consultation.", "fields": {"age": 7, "sexx": "female"}}
+    recipe = make_recipe({"model": TINY_MODEL, "task": {"type": "jsonx"}, "jsonx": {"fields": ["age", "sex"]}},
+                         data={"train": [good, good, typo]})
+    text = user_error(cli("validate", str(recipe)))
+    assert "train.jsonl: line 3: 'fields' does not match `[jsonx] fields`: lacks 'sex'; has 'sexx', not there" in text
+    assert "'sexx' looks like 'sex': rename one of them" in text
+
+    no_table = make_recipe({"model": TINY_MODEL, "task": {"type": "jsonx"}}, name="no_table.toml",
+                           data={"train": [good]})
+    text = user_error(cli("validate", str(no_table)))
+    assert "no_table.toml: jsonx: the jsonx task needs a [jsonx] table declaring its fields" in text
+
+
 def test_a_schema_that_does_not_match_the_data_stops_the_run_before_any_model_loads(make_recipe, tmp_path) -> None:
     recipe = make_recipe({"extends": str(recipe_path("jsonx_tiny")),
                           "jsonx": {"fields": ["age", "sex", "visit_type", "follow_up"]}})
@@ -75,12 +90,6 @@ def test_a_schema_that_does_not_match_the_data_stops_the_run_before_any_model_lo
     assert "train.jsonl: line 1: 'fields' does not match `[jsonx] fields`: lacks 'follow_up'; has " \
            "'follow_up_days', not there" in text
     assert not (tmp_path / "run").exists()
-
-    no_table = make_recipe({"model": TINY_MODEL, "task": {"type": "jsonx"}, "evaluation": {"split": "none"}},
-                           name="no_table.toml",
-                           data={"train": [{"text": "M 40, seen in clinic.", "fields": {"age": 40}}]})
-    text = user_error(cli("run", str(no_table), "--quiet"))
-    assert "jsonx: the jsonx task needs a [jsonx] table declaring its fields" in text
 
 
 @pytest.mark.slow

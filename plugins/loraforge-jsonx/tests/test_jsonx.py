@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -9,9 +10,11 @@ import time
 import pytest
 
 from loraforge.components import Record
-from loraforge.errors import DataError
+from loraforge.errors import DataError, RecipeError
 from loraforge.plugins import Registry, get_plugin_manager
+from loraforge.recipe import Recipe, load_recipe
 from loraforge.schema import parse as parse_options
+from loraforge.testing import TINY_MODEL
 from loraforge_jsonx import INVALID, JsonxMetric, JsonxSection, JsonxTask, extract_object, generate, target_json
 from loraforge_jsonx.plugin import recipe_path
 
@@ -24,15 +27,22 @@ def records(split: str) -> list[Record]:
     return [Record(json.loads(line), f"{split}.jsonl", i) for i, line in enumerate(lines, start=1)]
 
 
-def section(**values) -> JsonxSection:
-    parsed, problems = parse_options(JsonxSection, {"fields": FIELDS, **values}, "jsonx")
-    assert not problems, problems
-    return parsed
+@functools.cache
+def registry() -> Registry:
+    return Registry(get_plugin_manager())
 
 
-def bound_task(**values) -> JsonxTask:
+def load(path, overrides=()) -> Recipe:
+    """A recipe loaded and typed the way the engine does it, so `recipe.sections["jsonx"]` is a JsonxSection."""
+    recipe = load_recipe(path, list(overrides))
+    recipe.bind(registry())
+    return recipe
+
+
+def configured_task(**jsonx) -> JsonxTask:
+    """A task configured by the shipped recipe, its `[jsonx]` keys overridden like `--set jsonx.KEY=VALUE`."""
     task = JsonxTask()
-    task.bind(section(**values))
+    task.configure(load(recipe_path("jsonx_tiny"), [f"jsonx.{k}={json.dumps(v)}" for k, v in jsonx.items()]))
     return task
 
 
@@ -47,7 +57,7 @@ GOLD = {"age": 58, "follow_up_days": 14, "sex": "female", "visit_type": "outpati
 
 
 def test_format_writes_the_declared_fields_and_a_compact_sorted_object() -> None:
-    example = bound_task().format(rec(GOLD))
+    example = configured_task().format(rec(GOLD))
     assert example.prompt.splitlines()[1:] == ["Fields: age, follow_up_days, sex, visit_type",
                                                "Text: 58-year-old woman seen in clinic. Review in 2 weeks.",
                                                "JSON:"]
@@ -55,17 +65,26 @@ def test_format_writes_the_declared_fields_and_a_compact_sorted_object() -> None
     assert example.target == target_json(GOLD) == json.dumps(GOLD, sort_keys=True, separators=(",", ":"))
 
 
-def test_prompt_is_the_same_before_and_after_the_schema_is_bound() -> None:
-    """The engine formats training examples before `on_run_start` binds the schema: both must agree."""
-    unbound, bound = JsonxTask(), bound_task()
-    for record in records("train")[:50]:
-        unbound.check(record)
-        bound.check(record)
-        assert unbound.format(record) == bound.format(record)
+def test_configure_takes_the_jsonx_table_and_a_recipe_without_one_is_an_error(make_recipe) -> None:
+    task = configured_task(fields=["sex", "age"], strict_types=True)
+    assert isinstance(task.schema, JsonxSection)
+    assert (task.schema.fields, task.schema.strict_types) == (["sex", "age"], True)
+    assert task.format(rec({"age": 3, "sex": "male"})).prompt.splitlines()[1] == "Fields: age, sex"
+
+    bare = make_recipe({"model": TINY_MODEL, "task": {"type": "jsonx"}},
+                       data={"train": [{"text": "M 40, seen in clinic.", "fields": {"age": 40}}]})
+    with pytest.raises(RecipeError) as exc:
+        JsonxTask().configure(load(bare))
+    rendered = exc.value.render()
+    assert "jsonx: the jsonx task needs a [jsonx] table declaring its fields" in rendered
+    assert str(bare) in rendered and 'fields = ["age", "sex"]' in rendered
+
+    with pytest.raises(RuntimeError, match=r"configure\(recipe\) was not called"):
+        JsonxTask().check(rec(GOLD))
 
 
 def test_every_shipped_target_parses_back_to_its_reference() -> None:
-    task = bound_task()
+    task = configured_task()
     for record in records("train") + records("test"):
         target = task.format(record).target
         assert task.parse(target, record) == task.reference(record)
@@ -119,7 +138,7 @@ def test_metric_numbers_by_hand() -> None:
         {"age": 41, "follow_up_days": 30, "sex": "male", "visit_type": "telehealth"},  # age wrong
         INVALID,  # wrong on every field
     ]
-    result = JsonxMetric().compute(preds, refs, bound_task())
+    result = JsonxMetric().compute(preds, refs, configured_task())
     assert result["exact_match"] == pytest.approx(2 / 4)
     assert result["valid_json"] == pytest.approx(3 / 4)
     assert result["records"] == 4
@@ -136,26 +155,26 @@ def test_metric_numbers_by_hand() -> None:
 def test_strict_types_and_lenient_values() -> None:
     refs = [{"age": 34, "sex": "female", "follow_up_days": None, "visit_type": "outpatient"}]
     loose = [{"age": "34", "sex": " Female ", "visit_type": "OUTPATIENT"}]
-    lenient = JsonxMetric().compute(loose, refs, bound_task())
+    lenient = JsonxMetric().compute(loose, refs, configured_task())
     assert lenient["exact_match"] == 1.0
-    strict = JsonxMetric().compute(loose, refs, bound_task(strict_types=True))
+    strict = JsonxMetric().compute(loose, refs, configured_task(strict_types=True))
     assert strict["exact_match"] == 0.0 and strict["field_accuracy"] == 0.0
     typed = [{"age": 34.0, "sex": "female", "follow_up_days": None, "visit_type": "outpatient"}]
-    assert JsonxMetric().compute(typed, refs, bound_task(strict_types=True))["exact_match"] == 1.0
+    assert JsonxMetric().compute(typed, refs, configured_task(strict_types=True))["exact_match"] == 1.0
     boolean = [{**typed[0], "age": True}]
-    assert JsonxMetric().compute(boolean, [{**refs[0], "age": 1}], bound_task(strict_types=True))[
+    assert JsonxMetric().compute(boolean, [{**refs[0], "age": 1}], configured_task(strict_types=True))[
         "per_class"]["age"]["accuracy"] == 0.0
 
 
 def test_extra_keys_break_exact_match_unless_allowed() -> None:
     refs = [dict(GOLD)]
     preds = [{**GOLD, "diagnosis": "asthma"}]
-    strict = JsonxMetric().compute(preds, refs, bound_task())
+    strict = JsonxMetric().compute(preds, refs, configured_task())
     assert strict["exact_match"] == 0.0 and strict["field_accuracy"] == 1.0
-    assert JsonxMetric().compute(preds, refs, bound_task(allow_extra_fields=True))["exact_match"] == 1.0
+    assert JsonxMetric().compute(preds, refs, configured_task(allow_extra_fields=True))["exact_match"] == 1.0
 
 
-def test_metric_without_a_bound_schema_uses_the_reference_keys() -> None:
+def test_metric_with_an_unconfigured_task_uses_the_reference_keys() -> None:
     result = JsonxMetric().compute([{"b": 1, "a": 2}], [{"a": 2, "b": 2}], JsonxTask())
     assert list(result["per_class"]) == ["a", "b"] and result["exact_match"] == 0.0
     assert JsonxMetric().compute([], [], JsonxTask())["exact_match"] == 0.0
@@ -187,31 +206,30 @@ def test_jsonx_section_collects_every_problem() -> None:
 ])
 def test_check_names_file_line_and_problem(data, message) -> None:
     with pytest.raises(DataError) as exc:
-        JsonxTask().check(Record(data, "notes.jsonl", 7))
+        configured_task().check(Record(data, "notes.jsonl", 7))
     assert message in exc.value.render() and "notes.jsonl: line 7" in exc.value.render()
 
 
-def test_records_must_share_field_names_before_binding_and_match_the_schema_after() -> None:
-    task = JsonxTask()
+def test_every_record_must_have_exactly_the_declared_fields() -> None:
+    task = configured_task()
     task.check(rec(GOLD, line=1))
     partial = {k: v for k, v in GOLD.items() if k != "follow_up_days"}
-    with pytest.raises(DataError, match=r"line 2: 'fields' does not match the first record \(mem.jsonl:1\): "
-                                        r"lacks 'follow_up_days'"):
+    with pytest.raises(DataError, match=r"line 2: 'fields' does not match `\[jsonx\] fields`: lacks 'follow_up_days'"):
         task.check(rec(partial, line=2))
 
     with pytest.raises(DataError) as exc:
-        JsonxTask().bind(section(fields=["age", "sex", "visit_type", "follow_up"]), [rec(GOLD)])
+        configured_task(fields=["age", "sex", "visit_type", "follow_up"]).check(rec(GOLD))
     assert ("mem.jsonl: line 1: 'fields' does not match `[jsonx] fields`: lacks 'follow_up'; has 'follow_up_days', "
             "not there\n'follow_up_days' looks like 'follow_up': rename one of them;") in exc.value.render()
     with pytest.raises(DataError, match=r"does not match `\[jsonx\] fields`: has 'follow_up_days', not there\n"):
-        JsonxTask().bind(section(fields=["age", "sex", "visit_type"]), [rec(GOLD)])
+        configured_task(fields=["age", "sex", "visit_type"]).check(rec(GOLD))
 
 
 def test_shipped_data_is_reproducible_and_well_formed() -> None:
     for split, generated in generate.generate().items():
         assert (DATA / f"{split}.jsonl").read_text(encoding="utf-8") == generate.render(generated), \
             f"{split}.jsonl drifted from generate.py: run python -m loraforge_jsonx.generate"
-    task = bound_task()
+    task = configured_task()
     train, test = records("train"), records("test")
     assert (len(train), len(test)) == (300, 60)
     for record in train + test:

@@ -1,7 +1,7 @@
 """The `jsonx` metric: whole-object exact match, per-field accuracy and the valid-JSON rate.
 
-Fields are `[jsonx] fields` when the task has its schema bound (the normal case in a run), else every key met
-in the references. How values compare follows `[jsonx] strict_types`:
+Fields are `[jsonx] fields` when the task is configured (always, in a run), else every key met in the references.
+How values compare follows `[jsonx] strict_types`:
 
 - strict: same JSON type (null, boolean, number, string, array, object) and equal; `14` and `14.0` are the same
   number, `"14"` is not; a missing key is wrong even when the gold value is null.

@@ -7,25 +7,28 @@ spaces inside it) and strict about content: the first balanced `{...}` that is a
 anything else is the sentinel `INVALID`, never a guess.
 
 The field schema lives in the recipe's own `[jsonx]` table (`JsonxSection`), registered by this plugin through
-`register_recipe_sections`. Components are built from their own table only (`factory(options)`), so the plugin's
-`on_run_start` hook hands the parsed section to the task (`JsonxTask.bind`). The engine reads and checks records
-and formats the training examples *before* that hook fires, so nothing the task does at that point depends on the
-schema: every record must carry the same field names as the first one read, and the prompt lists the record's own
-(sorted) field names. `bind` then checks every record against `[jsonx] fields`; once that passes, the prompts
-written before and after binding are identical.
+`register_recipe_sections`. The engine calls `JsonxTask.configure(recipe)` right after building the task, before
+any record is read (for `loraforge run` and `loraforge validate` alike); the task takes `recipe.sections["jsonx"]`
+there, so `check` holds every record to `[jsonx] fields` and the prompt lists those fields.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from loraforge.components import Example, Record, Task
-from loraforge.errors import DataError
+from loraforge.errors import DataError, RecipeError
 from loraforge.schema import option
+
+if TYPE_CHECKING:
+    from loraforge.recipe import Recipe
+
+#: the plugin's recipe table
+SECTION = "jsonx"
 
 #: what `parse` returns when a generation holds no JSON object
 INVALID = "invalid"
@@ -131,27 +134,34 @@ class JsonxTask(Task):
 
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
-        #: the recipe's `[jsonx]` table, handed over by the plugin's `on_run_start` hook
+        #: the recipe's `[jsonx]` table, taken in `configure`
         self.schema: JsonxSection | None = None
-        self._first: Record | None = None  # the first record checked fixes the field names until `bind`
 
-    def bind(self, schema: JsonxSection, records: Iterable[Record] = ()) -> None:
-        """Adopt the `[jsonx]` table and check `records` (already read and checked without it) against it."""
+    def configure(self, recipe: Recipe) -> None:
+        """Take the `[jsonx]` table; a recipe without one is a RecipeError (the fields have no default)."""
+        schema = recipe.sections.get(SECTION)
+        if schema is None:
+            raise RecipeError(f"the jsonx task needs a [{SECTION}] table declaring its fields", key=SECTION,
+                              file=recipe.path,
+                              hint=f'Add to the recipe:\n[{SECTION}]\nfields = ["age", "sex"]   # the keys of each '
+                                   "record's fields object")
         self.schema = schema
-        for record in records:
-            self.check(record)
+
+    def _declared(self) -> list[str]:
+        if self.schema is None:
+            raise RuntimeError("JsonxTask.configure(recipe) was not called: the task has no [jsonx] fields")
+        return list(self.schema.fields)
 
     # ------------------------------------------------------------------ records
     def _fields(self, record: Record) -> dict[str, Any]:
         return record.data[self.options.fields_field]
 
-    def field_names(self, record: Record) -> list[str]:
-        """The fields the prompt asks for: `[jsonx] fields` once bound (checked equal to the record's), sorted."""
-        return sorted(self.schema.fields if self.schema is not None else self._fields(record))
+    def field_names(self) -> list[str]:
+        """The fields the prompt asks for: `[jsonx] fields`, sorted like the keys of the target."""
+        return sorted(self._declared())
 
     def check(self, record: Record) -> None:
-        """A non-empty text, and an object of JSON values with the declared field names (or, before the schema is
-        bound, the same names as the first record read)."""
+        """A non-empty text, and an object of JSON values with exactly the field names of `[jsonx] fields`."""
         o = self.options
 
         def fail(message: str, hint: str) -> NoReturn:
@@ -181,16 +191,9 @@ class JsonxTask(Task):
             except ValueError:
                 fail(f"field '{name}' has the value {value!r}, which JSON cannot write",
                      "use finite numbers (NaN and Infinity are not JSON), or null")
-        if self.schema is not None:
-            declared, where = list(self.schema.fields), "`[jsonx] fields`"
-            hint = "every record carries exactly the declared fields (null where the text does not say); fix the " \
-                   "data or `[jsonx] fields` in the recipe"
-        else:
-            if self._first is None:
-                self._first = record
-            declared = list(self._fields(self._first))
-            where = f"the first record ({self._first.file}:{self._first.line})"
-            hint = "every record carries the same field names (null where the text does not say)"
+        declared = self._declared()
+        hint = "every record carries exactly the declared fields (null where the text does not say); fix the data " \
+               "or `[jsonx] fields` in the recipe"
         missing = [n for n in declared if n not in fields]
         extra = [n for n in fields if n not in declared]
         if missing or extra:
@@ -199,13 +202,13 @@ class JsonxTask(Task):
             close = difflib.get_close_matches(extra[0], missing, n=1, cutoff=0.6) if extra and missing else []
             if close:
                 hint = f"'{extra[0]}' looks like '{close[0]}': rename one of them; {hint}"
-            fail(f"'{o.fields_field}' does not match {where}: {'; '.join(parts)}", hint)
+            fail(f"'{o.fields_field}' does not match `[jsonx] fields`: {'; '.join(parts)}", hint)
 
     # ------------------------------------------------------------------ text
     def format(self, record: Record) -> Example:
         """Prompt: instruction, 'Fields: a, b', 'Text: ...', 'JSON:' and a newline; target: the compact object."""
         o = self.options
-        prompt = (f"{o.instruction}\nFields: {', '.join(self.field_names(record))}\n"
+        prompt = (f"{o.instruction}\nFields: {', '.join(self.field_names())}\n"
                   f"Text: {record.data[o.text_field]}\nJSON:\n")
         return Example(prompt=prompt, target=target_json(self._fields(record)))
 
