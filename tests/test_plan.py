@@ -17,9 +17,10 @@ from transformers import AutoModelForCausalLM, LlamaConfig, Phi3Config, Qwen2Con
 from loraforge import cli
 from loraforge.devices import DEVICES, resolve_device
 from loraforge.errors import RecipeError, RunError
-from loraforge.plan import (Layer, MemoryInputs, activation_bytes, command, configure_parser, count_params,
-                            fit_verdict, knobs, lora_params, memory_breakdown, meta_shapes, param_rows,
-                            quantized_bytes, simulate_batches, train_flops)
+from loraforge.estimates import (Layer, MemoryInputs, activation_bytes, count_params, fit_verdict, knobs,
+                                 lora_params, memory_breakdown, meta_shapes, param_rows, quantized_bytes,
+                                 simulate_batches, train_flops)
+from loraforge.plan import command, configure_parser
 
 from conftest import ROOT, ner_recipe, ner_records
 from conftest import cli as run_cli

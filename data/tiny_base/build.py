@@ -352,19 +352,44 @@ def make_model(tok, args):
     return LlamaForCausalLM(config)
 
 
-def batches(corpus: Corpus, tok, batch: int, seq: int):
-    """Endless packed batches of freshly generated documents: BOS doc EOS BOS doc EOS ..."""
+def copy_row(rng: random.Random, tok, seq: int) -> tuple[list[int], list[int]]:
+    """Episodes 'BOS s s [s]' of uniformly random tokens: nothing but copying can predict the repeats."""
+    low, high = len(SPECIAL), len(tok) - 1
+    ids: list[int] = []
+    labels: list[int] = []
+    while len(ids) < seq:
+        s = [rng.randint(low, high) for _ in range(rng.randint(8, 48))]
+        copies = rng.randint(2, 3)
+        ids += [tok.bos_token_id] + s * copies
+        labels += [-100] * (1 + len(s)) + s * (copies - 1)
+    return ids[:seq], labels[:seq]
+
+
+def batches(corpus: Corpus, tok, batch: int, seq: int, copy_share, copy_warmup: int):
+    """Endless batches: packed documents 'BOS doc EOS BOS doc EOS ...', and a share of random-copy rows (all rows
+    for the first `copy_warmup` steps, then falling linearly to `copy_share` over as many steps again)."""
     import torch
 
     buffer: list[int] = []
-    need = batch * seq
+    rng = random.Random(corpus.rng.random())
+    step = 0
     while True:
+        ramp = min(1.0, max(0.0, (step - copy_warmup) / max(1, copy_warmup)))
+        n_copy = round(batch * (1.0 - ramp * (1.0 - copy_share)))
+        step += 1
+        need = (batch - n_copy) * seq
         while len(buffer) < need:
             docs = [corpus.document() for _ in range(64)]
             for ids in tok(docs, add_special_tokens=False)["input_ids"]:
                 buffer.extend([tok.bos_token_id, *ids, tok.eos_token_id])
         chunk, buffer = buffer[:need], buffer[need:]
-        yield torch.tensor(chunk, dtype=torch.long).view(batch, seq)
+        x = torch.tensor(chunk, dtype=torch.long).view(batch - n_copy, seq)
+        labels = x.clone()
+        if n_copy:
+            rows = [copy_row(rng, tok, seq) for _ in range(n_copy)]
+            x = torch.cat([x, torch.tensor([r[0] for r in rows])])
+            labels = torch.cat([labels, torch.tensor([r[1] for r in rows])])
+        yield x, labels
 
 
 def induction_batch(tok, words: list[str], seed: int, n: int = 32):
@@ -418,16 +443,16 @@ def pretrain(model, tok, corpus: Corpus, args) -> float:
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     model.train()
-    data = batches(corpus, tok, args.batch, args.seq)
+    data = batches(corpus, tok, args.batch, args.seq, args.copy_share, args.copy_warmup)
     held_out = induction_batch(tok, corpus.words, args.seed + 2000)
     began = time.perf_counter()
     smooth = None
     for step in range(args.steps):
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        x = next(data)
+        x, labels = next(data)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
-            loss = model(input_ids=x, labels=x).loss
+            loss = model(input_ids=x, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -506,6 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--copy-share", type=float, default=0.25, help="share of each batch that is random-token copying")
+    p.add_argument("--copy-warmup", type=int, default=150, help="first steps on random-token copying only")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--log-every", type=int, default=50)
