@@ -28,3 +28,16 @@ def test_bench_compare_runs_both_sides_and_prints_every_figure(tmp_path, cache_e
     run = report["runs"][0]
     assert run["loraforge"]["tokens_per_s"] > 0 and run["plain"]["tokens_per_s"] > 0
     assert run["loraforge"]["padding_fraction"] <= run["plain"]["padding_fraction"]
+
+
+def test_gpu_check_smoke_mode_runs_qlora_and_lora(tmp_path) -> None:
+    """The GPU script in its small-model mode, on whatever device is here (the CPU in CI)."""
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_check.py"), "--smoke", "--steps", "2",
+                           "--checkpoint", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    for mode in ("qlora", "lora"):
+        assert report[mode]["measured"]["tokens_per_s"] > 0
+        # 2 layers x (q_proj 256x256 + v_proj 256x64, two kv heads of 32), r = 16
+        assert report[mode]["measured"]["trainable"] == 2 * (16 * (256 + 256) + 16 * (256 + 64))
+        assert report[mode]["plan"]["memory_gib"] > 0
