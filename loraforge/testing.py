@@ -3,6 +3,7 @@
 - `loraforge_cache`: a per-session cache folder (tiny models, tokenized data), so tests never touch ~/.cache.
 - `tiny_model_dir`: a real tiny Llama + BPE tokenizer saved as a Hugging Face folder, built once per session.
 - `make_recipe`: writes a recipe TOML (and JSONL data files) into tmp_path and returns its path.
+- `quick_recipe(task, **sections)`: the table of a few-second run on the tiny model, for `make_recipe`.
 
 Plugins under test are passed to a run as objects (`engine.build(recipe, observers=(plugin,))`) or installed as
 packages; every run builds a fresh plugin manager, so nothing registered in one test leaks into another.
@@ -24,6 +25,21 @@ TINY_MODEL: dict[str, Any] = {"loader": "tiny", "hidden_size": 64, "num_layers":
 #: training settings for tests: a few steps, no checkpoints beyond the end
 QUICK_TRAINING: dict[str, Any] = {"epochs": 1, "batch_size": 8, "learning_rate": 5e-3, "max_length": 256,
                                   "logging_steps": 1, "warmup_ratio": 0.0, "eval_loss": False}
+
+
+def quick_recipe(task: dict[str, Any], name: str = "quick", **sections: Any) -> dict[str, Any]:
+    """A recipe table for a run of a few seconds on the tiny model; `sections` replace the defaults."""
+    table: dict[str, Any] = {
+        "name": name,
+        "model": dict(TINY_MODEL),
+        "task": dict(task),
+        "adapter": {"type": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "training": dict(QUICK_TRAINING),
+        "evaluation": {"batch_size": 16, "max_new_tokens": 24},
+        "export": [{"type": "adapter"}],
+    }
+    table.update(sections)
+    return table
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from loraforge.testing import QUICK_TRAINING, TINY_MODEL
+from loraforge.testing import quick_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = ["MEDICATION", "DOSAGE", "CONDITION", "PROCEDURE"]
@@ -25,17 +25,7 @@ def ner_records(count: int, offset: int = 0) -> list[dict[str, Any]]:
 
 def ner_recipe(**sections: Any) -> dict[str, Any]:
     """A recipe table for a quick NER run on the tiny model; sections given replace the defaults."""
-    table: dict[str, Any] = {
-        "name": "quick_ner",
-        "model": dict(TINY_MODEL),
-        "task": {"type": "ner", "labels": LABELS},
-        "adapter": {"type": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        "training": dict(QUICK_TRAINING),
-        "evaluation": {"batch_size": 16, "max_new_tokens": 24},
-        "export": [{"type": "adapter"}],
-    }
-    table.update(sections)
-    return table
+    return quick_recipe({"type": "ner", "labels": LABELS}, name="quick_ner", **sections)
 
 
 def cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,

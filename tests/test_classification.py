@@ -26,7 +26,7 @@ from loraforge.components import Record
 from loraforge.data import read_records
 from loraforge.errors import DataError
 from loraforge.schema import parse
-from loraforge.testing import QUICK_TRAINING, TINY_MODEL
+from loraforge.testing import quick_recipe
 
 LABELS = ["urgent", "routine", "administrative"]
 DATA = ROOT / "data" / "classification"
@@ -288,16 +288,9 @@ def test_quick_run_from_csv_writes_classification_metrics(tmp_path: Path, make_r
 
     train, test = load("train")[:24], load("test")[:10]
     write_csv(tmp_path / "train.csv", [["text", "label"], *[[r["text"], r["label"]] for r in train]])
-    table = {
-        "name": "quick_classification",
-        "model": dict(TINY_MODEL),
-        "task": {"type": "classification", "labels": LABELS},
-        "adapter": {"type": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        "training": dict(QUICK_TRAINING),
-        "evaluation": {"batch_size": 16, "max_new_tokens": 6},
-        "export": [],
-        "data": {"train": str(tmp_path / "train.csv")},
-    }
+    table = quick_recipe({"type": "classification", "labels": LABELS}, name="quick_classification",
+                         evaluation={"batch_size": 16, "max_new_tokens": 6}, export=[],
+                         data={"train": str(tmp_path / "train.csv")})
     run = run_recipe(load_recipe(make_recipe(table, data={"test": test})))
     metrics = json.loads((run.out_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 3

@@ -7,12 +7,13 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL, cli, ner_records
+from conftest import cli, ner_records
 
 from loraforge import hookspecs
 from loraforge.errors import PluginError, RecipeError
 from loraforge.hookspecs import hookimpl
 from loraforge.plugins import BUILTIN_MODULES, KINDS, Registry, get_plugin_manager
+from loraforge.testing import TINY_MODEL
 
 PLUGIN_SOURCE = textwrap.dedent('''
     """A third-party task: echo the text back. Knows nothing of loraforge's internals."""

@@ -27,7 +27,7 @@ from loraforge.data import read_records
 from loraforge.errors import DataError
 from loraforge.recipe import load_recipe
 from loraforge.schema import parse
-from loraforge.testing import QUICK_TRAINING, TINY_MODEL
+from loraforge.testing import quick_recipe
 
 DATA = ROOT / "data" / "style"
 RECIPE = ROOT / "recipes" / "style_tiny.toml"
@@ -281,16 +281,10 @@ def test_quick_run_writes_perplexity_and_style_match(make_recipe) -> None:
     from loraforge.engine import run_recipe
 
     train = load("train")[:20] + [{"text": "In plain words: we are glad you came. Feel free to ask us anything."}] * 4
-    table = {
-        "name": "quick_style",
-        "model": dict(TINY_MODEL),
-        "task": {"type": "style", **recipe_profile()},
-        "adapter": {"type": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
-                    "modules_to_save": ["lm_head"]},
-        "training": dict(QUICK_TRAINING),
-        "evaluation": {"batch_size": 16, "max_new_tokens": 12},
-        "export": [],
-    }
+    table = quick_recipe({"type": "style", **recipe_profile()}, name="quick_style",
+                         adapter={"type": "lora", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"],
+                                  "modules_to_save": ["lm_head"]},
+                         evaluation={"batch_size": 16, "max_new_tokens": 12}, export=[])
     run = run_recipe(load_recipe(make_recipe(table, data={"train": train, "test": load("test")[:6]})))
     metrics = json.loads((run.out_dir / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 3
