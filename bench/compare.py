@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
     args = parser.parse_args(argv)
+    args.overrides = ["evaluation.baseline_shots=", *args.overrides]  # the plain script scores no base model
 
     peak = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
     print(f"matmul peak on this machine: fp32 {peak['float32']:.0f} GFLOP/s, bf16 {peak['bfloat16']:.0f} GFLOP/s")

@@ -333,14 +333,20 @@ def _record(origins: dict[str, str], path: str, value: Any, source: str) -> None
         origins[path] = source
 
 
+UNSET = object()
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`section.key=value` → (["section", "key"], value). Values are TOML; bare words are strings."""
+    """`section.key=value` → (["section", "key"], value). Values are TOML; bare words are strings; an empty value
+    (`section.key=`) is UNSET: the key is removed, so its default applies again."""
     if "=" not in text:
         raise RecipeError(f"--set {text!r}: expected section.key=value", hint="For example: --set adapter.r=8")
     key, _, value = text.partition("=")
     parts = key.strip().split(".")
     if not all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", p) for p in parts):
         raise RecipeError(f"--set {text!r}: '{key}' is not a key path like training.learning_rate")
+    if not value.strip():
+        return parts, UNSET
     try:
         parsed = tomllib.loads(f"v = {value.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -357,11 +363,24 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         _merge(merged, table, origins, str(file))
     for text in overrides:
         parts, value = parse_override(text)
+        if value is UNSET:
+            _unset(merged, origins, parts)
+            continue
         nested: Any = value
         for p in reversed(parts):
             nested = {p: nested}
         _merge(merged, nested, origins, f"--set {text}")
     return _build(path.resolve(), merged, origins)
+
+
+def _unset(merged: dict[str, Any], origins: dict[str, str], parts: list[str]) -> None:
+    table = merged
+    for p in parts[:-1]:
+        table = table.get(p)
+        if not isinstance(table, dict):
+            return
+    table.pop(parts[-1], None)
+    origins.pop(".".join(parts), None)
 
 
 def _build(path: Path, merged: dict[str, Any], origins: dict[str, str]) -> Recipe:

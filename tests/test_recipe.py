@@ -94,6 +94,10 @@ def test_set_overrides_are_type_checked(tmp_path: Path, registry: Registry) -> N
     assert recipe.adapter.options.r == 8
     assert recipe.training.learning_rate == 1e-3
     assert recipe.model.options.name == "/some/local/path"
+    unset = load_recipe(path, ["adapter.r=", "adapter.alpha="])
+    unset.bind(registry)
+    assert unset.adapter.options.r == 8 and unset.adapter.options.lora_alpha == 16.0  # back to the defaults
+    assert unset.origins.get("adapter.r") is None
     with pytest.raises(RecipeError) as exc:
         load_recipe(path, ["training.epochs=many"])
     assert messages(exc) == ["training.epochs: must be a number, got string 'many'"]
