@@ -352,44 +352,67 @@ def make_model(tok, args):
     return LlamaForCausalLM(config)
 
 
-def copy_row(rng: random.Random, tok, seq: int) -> tuple[list[int], list[int]]:
-    """Episodes 'BOS s s [s]' of uniformly random tokens: nothing but copying can predict the repeats."""
+def copy_row(rng: random.Random, tok, seq: int, lo: int = 6, hi: int = 20,
+             ambiguous: float = 0.0) -> tuple[list[int], list[int]]:
+    """Episodes 'BOS s s [s]' of random tokens: nothing but copying can predict the repeats. With probability
+    `ambiguous` an episode draws from a small alphabet (3-24 tokens), so a token recurs inside s and the model
+    must keep its place (copy what follows the *last copied* occurrence), as when copying sub-word pieces."""
     low, high = len(SPECIAL), len(tok) - 1
     ids: list[int] = []
     labels: list[int] = []
     while len(ids) < seq:
-        s = [rng.randint(low, high) for _ in range(rng.randint(8, 48))]
+        n = rng.randint(lo, hi)
+        if rng.random() < ambiguous:
+            pool = rng.sample(range(low, high + 1), rng.randint(3, 24))
+            s = [rng.choice(pool) for _ in range(n)]
+        else:
+            s = [rng.randint(low, high) for _ in range(n)]
         copies = rng.randint(2, 3)
         ids += [tok.bos_token_id] + s * copies
         labels += [-100] * (1 + len(s)) + s * (copies - 1)
     return ids[:seq], labels[:seq]
 
 
-def batches(corpus: Corpus, tok, batch: int, seq: int, copy_share, copy_warmup: int):
-    """Endless batches: packed documents 'BOS doc EOS BOS doc EOS ...', and a share of random-copy rows (all rows
-    for the first `copy_warmup` steps, then falling linearly to `copy_share` over as many steps again)."""
+def copy_batches(rng: random.Random, tok, batch: int, seq: int, plain_steps: int):
+    """Phase 1: random-token copying only, in short rows, where induction heads form fastest; after
+    `plain_steps`, half the episodes use a small alphabet."""
     import torch
 
-    buffer: list[int] = []
-    rng = random.Random(corpus.rng.random())
     step = 0
     while True:
-        ramp = min(1.0, max(0.0, (step - copy_warmup) / max(1, copy_warmup)))
-        n_copy = round(batch * (1.0 - ramp * (1.0 - copy_share)))
+        ambiguous = 0.0 if step < plain_steps else 0.5
         step += 1
-        need = (batch - n_copy) * seq
-        while len(buffer) < need:
-            docs = [corpus.document() for _ in range(64)]
-            for ids in tok(docs, add_special_tokens=False)["input_ids"]:
-                buffer.extend([tok.bos_token_id, *ids, tok.eos_token_id])
-        chunk, buffer = buffer[:need], buffer[need:]
-        x = torch.tensor(chunk, dtype=torch.long).view(batch - n_copy, seq)
-        labels = x.clone()
-        if n_copy:
-            rows = [copy_row(rng, tok, seq) for _ in range(n_copy)]
-            x = torch.cat([x, torch.tensor([r[0] for r in rows])])
-            labels = torch.cat([labels, torch.tensor([r[1] for r in rows])])
-        yield x, labels
+        rows = [copy_row(rng, tok, seq, ambiguous=ambiguous) for _ in range(batch)]
+        yield torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows])
+
+
+def batches(corpus: Corpus, tok, batch: int, seq: int, copy_share: float):
+    """Phase 2: rows of whole documents 'BOS doc EOS BOS doc EOS ... pad' (a document is never cut in two; one
+    longer than a row is truncated), and a share of random-copy rows that keeps the copying heads in use."""
+    import torch
+
+    rng = random.Random(corpus.rng.random())
+    n_copy = round(batch * copy_share)
+    pending: list[list[int]] = []
+    while True:
+        rows, labels = [], []
+        for _ in range(batch - n_copy):
+            row: list[int] = []
+            while True:
+                if not pending:
+                    docs = [corpus.document() for _ in range(64)]
+                    pending = [[tok.bos_token_id, *ids, tok.eos_token_id]
+                               for ids in tok(docs, add_special_tokens=False)["input_ids"]]
+                if row and len(row) + len(pending[-1]) > seq:
+                    break
+                row += pending.pop()[:seq]
+            rows.append(row + [tok.pad_token_id] * (seq - len(row)))
+            labels.append(row + [-100] * (seq - len(row)))
+        for _ in range(n_copy):
+            ids, lab = copy_row(rng, tok, seq, lo=6, hi=40, ambiguous=0.5)
+            rows.append(ids)
+            labels.append(lab)
+        yield torch.tensor(rows), torch.tensor(labels)
 
 
 def induction_batch(tok, words: list[str], seed: int, n: int = 32):
@@ -412,16 +435,22 @@ def induction_batch(tok, words: list[str], seed: int, n: int = 32):
     return x, labels
 
 
-def copy_loss(model, batch) -> float:
+def copy_loss(model, batch, accuracy: bool = False):
+    """Mean loss on the repeated half of held-out pseudo-word sequences (and, if asked, next-token accuracy)."""
     import torch
 
     x, labels = batch
     was = model.training
     model.eval()
     with torch.inference_mode():
-        value = float(model(input_ids=x, attention_mask=(x != -1).long(), labels=labels).loss)
+        out = model(input_ids=x, labels=labels)
     model.train(was)
-    return value
+    if not accuracy:
+        return float(out.loss)
+    guess = out.logits[:, :-1].argmax(-1)
+    target = labels[:, 1:]
+    mask = target != -100
+    return float(out.loss), float((guess[mask] == target[mask]).float().mean())
 
 
 def pretrain(model, tok, corpus: Corpus, args) -> float:
@@ -434,23 +463,30 @@ def pretrain(model, tok, corpus: Corpus, args) -> float:
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
-    warmup = max(1, int(args.steps * 0.05))
+    total = args.copy_steps + args.steps
+    warmup = 50
 
     def lr_at(step: int) -> float:
         if step < warmup:
             return args.lr * (step + 1) / warmup
-        progress = (step - warmup) / max(1, args.steps - warmup)
+        if step < args.copy_steps:
+            return args.lr
+        progress = (step - args.copy_steps) / max(1, args.steps)
         return args.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
     model.train()
-    data = batches(corpus, tok, args.batch, args.seq, args.copy_share, args.copy_warmup)
+    phase1 = copy_batches(random.Random(args.seed + 3), tok, args.copy_batch, args.copy_seq, args.copy_steps // 2)
+    phase2 = batches(corpus, tok, args.batch, args.seq, args.copy_share)
     held_out = induction_batch(tok, corpus.words, args.seed + 2000)
     began = time.perf_counter()
     smooth = None
-    for step in range(args.steps):
+    for step in range(total):
+        if step == args.copy_steps:
+            print("phase 2: documents", flush=True)
+            smooth = None
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
-        x, labels = next(data)
+        x, labels = next(phase1 if step < args.copy_steps else phase2)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
             loss = model(input_ids=x, labels=labels).loss
         loss.backward()
@@ -459,13 +495,13 @@ def pretrain(model, tok, corpus: Corpus, args) -> float:
         opt.zero_grad(set_to_none=True)
         value = float(loss.detach())
         smooth = value if smooth is None else 0.95 * smooth + 0.05 * value
-        if step % args.log_every == 0 or step == args.steps - 1:
+        if step % args.log_every == 0 or step == total - 1:
             spent = time.perf_counter() - began
-            eta = spent / (step + 1) * (args.steps - step - 1)
-            print(f"step {step + 1:5d}/{args.steps}  loss {value:.3f}  avg {smooth:.3f}  "
+            eta = spent / (step + 1) * (total - step - 1)
+            print(f"step {step + 1:5d}/{total}  loss {value:.3f}  avg {smooth:.3f}  "
                   f"copy-loss {copy_loss(model, held_out):.3f}  lr {lr_at(step):.2e}  {spent:6.0f}s  eta {eta:4.0f}s",
                   flush=True)
-    return smooth
+    return smooth, copy_loss(model, held_out, accuracy=True)
 
 
 # ------------------------------------------------------------------------------------------------ probe
@@ -519,20 +555,23 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=HERE / "model", help="output folder (replaced)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads (results depend on it)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (results depend on it; 1 is also the fastest on a shared 2-core machine)")
     p.add_argument("--vocab", type=int, default=2048)
-    p.add_argument("--hidden", type=int, default=192)
-    p.add_argument("--intermediate", type=int, default=512)
-    p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--heads", type=int, default=6)
-    p.add_argument("--kv-heads", type=int, default=3)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--intermediate", type=int, default=384)
+    p.add_argument("--layers", type=int, default=3)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--kv-heads", type=int, default=4)
     p.add_argument("--max-positions", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--steps", type=int, default=1000, help="phase 2: steps on documents")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--copy-share", type=float, default=0.25, help="share of each batch that is random-token copying")
-    p.add_argument("--copy-warmup", type=int, default=150, help="first steps on random-token copying only")
+    p.add_argument("--copy-steps", type=int, default=1200, help="phase 1: steps of random-token copying only")
+    p.add_argument("--copy-batch", type=int, default=32)
+    p.add_argument("--copy-seq", type=int, default=64)
+    p.add_argument("--copy-share", type=float, default=0.2, help="phase 2: share of rows that are random copying")
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--log-every", type=int, default=50)
@@ -558,7 +597,7 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in model.parameters())
     print(f"model: Llama {args.layers}x{args.hidden} (heads {args.heads}/{args.kv_heads}, mlp {args.intermediate}),"
           f" {params / 1e6:.2f}M parameters", flush=True)
-    final = pretrain(model, tok, Corpus(args.seed, words), args)
+    final, (held_loss, held_acc) = pretrain(model, tok, Corpus(args.seed, words), args)
     trained = time.perf_counter() - began
     scores = probe(model, tok, words, args.seed + 1000, args.probe) if args.probe else {}
 
@@ -570,9 +609,11 @@ def main(argv: list[str] | None = None) -> int:
     model.save_pretrained(args.out, safe_serialization=True)
     tok.save_pretrained(args.out)
     report = {"params": params, "final_loss": round(final, 4), "train_s": round(trained, 1),
+              "held_out_copy": {"loss": round(held_loss, 4), "token_accuracy": round(held_acc, 4)},
               "copy_probe": {k: round(v, 4) for k, v in scores.items()},
               "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "out"}}
     (args.out / "build_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"held-out copying of pseudo-word sequences: loss {held_loss:.3f}, next-token accuracy {held_acc:.3f}")
     print(f"final loss {final:.3f}; copy probe (exact-match per answer line): "
           + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()), flush=True)
     print(f"saved to {args.out} in {time.perf_counter() - began:.0f}s", flush=True)
