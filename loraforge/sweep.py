@@ -98,9 +98,8 @@ def run_sweep(path: Path, overrides: list[str], grid: dict[str, list[Any]], out_
         if i > 0 and not _needs_baseline(results):
             recipe.evaluation.baseline_shots = None  # measured once, with the first point
         with located(recipe):
-            run = run_recipe(recipe, observers, out_dir=target)
+            run_recipe(recipe, observers, out_dir=target)
         results.append(PointResult(name, target, json.loads(metrics_file.read_text()), False))
-        del run
     write_report(folder, base, results)
     return folder, results
 
