@@ -92,8 +92,11 @@ class Task(Component, ABC):
 
 
 class Metric(Component, ABC):
-    #: set True to receive `context=` (a `loraforge.evaluate.EvalContext`: the model, the split's records, and
-    #: `target_nll(...)` for adapted-vs-base likelihoods)
+    #: set True to receive `context=`, a `loraforge.evaluate.EvalContext`: the run, the split's records, and
+    #: `train_references()` (the training split's references, e.g. for seen-vs-unseen breakdowns)
+    uses_context: ClassVar[bool] = False
+    #: set True for metrics that run the model themselves through `context` (`target_nll(...)` for adapted-vs-base
+    #: likelihoods); they also receive `context=` and are left out of the base-model baseline
     needs_model: ClassVar[bool] = False
 
     @abstractmethod

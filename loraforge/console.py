@@ -48,6 +48,9 @@ def metric_tables(metrics: dict[str, Any]) -> list[Table]:
                     if isinstance(result.get(avg), dict):
                         table.add_row(f"[bold]{avg}[/]", *[_fmt(result[avg].get(c)) for c in columns],
                                       end_section=avg == "micro" and "macro" not in result)
+                for kind, scores in _mentions(result):
+                    table.add_row(f"{kind} mentions", *[_fmt(scores[c]) if c in ("recall", "support") else ""
+                                                        for c in columns])
             scalars = {k: v for k, v in result.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
             if scalars:
                 if not per_class:
@@ -77,7 +80,15 @@ def comparison_table(columns: dict[str, dict[str, Any]], metric: str, measure: s
     for avg in ("micro", "macro"):
         if all(isinstance(r.get(avg), dict) for r in per_model.values()):
             table.add_row(f"[bold]{avg}[/]", *[_fmt(r[avg].get(measure)) for r in per_model.values()])
+    if all(r.get("mentions") for r in per_model.values()):
+        for kind in ("seen", "unseen"):
+            table.add_row(f"recall, {kind} mentions", *[_fmt(r["mentions"][kind]["recall"]) for r in per_model.values()])
     return table
+
+
+def _mentions(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(kind, {recall, support}) for the seen/unseen mention breakdown of an entity metric, if it has one."""
+    return [(kind, scores) for kind, scores in (result.get("mentions") or {}).items() if scores.get("support")]
 
 
 def baseline_tables(metrics: dict[str, Any]) -> list[Table]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .components import Record
@@ -55,11 +55,18 @@ def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_
 
 @dataclass
 class EvalContext:
-    """What a metric with `needs_model = True` receives as `context`."""
+    """What a metric with `uses_context` or `needs_model` receives as `context`."""
 
     run: Any
     split: str
     records: list[Record]
+    _train: list[Any] | None = field(default=None, init=False, repr=False)
+
+    def train_references(self) -> list[Any]:
+        """The task's references for the training records (for seen-vs-unseen breakdowns), computed once."""
+        if self._train is None:
+            self._train = [self.run.task.reference(r) for r in self.run.records.get("train", [])]
+        return self._train
 
     def target_nll(self, adapted: bool = True) -> tuple[float, int]:
         """Summed negative log-likelihood of the split's targets given their prompts, and the token count.
@@ -133,7 +140,7 @@ def score(run: Any, split: str, records: list[Record], prompts: list[list[int]],
     for key, metric in run.components.items():
         if not key.startswith("metric:") or (metric.needs_model and not adapted):
             continue
-        extra = {"context": context} if metric.needs_model else {}
+        extra = {"context": context} if metric.uses_context or metric.needs_model else {}
         scores[key.split(":", 1)[1]] = metric.compute(predictions, references, task, **extra)
     return scores, texts
 

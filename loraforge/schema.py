@@ -51,9 +51,9 @@ class FieldDoc:
 def _type_name(tp: Any) -> str:
     origin = get_origin(tp)
     if origin is Literal:
-        return " | ".join(repr(a) for a in get_args(tp))
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
+        return " or ".join(_type_name(a) for a in get_args(tp) if a is not type(None))
     if origin is list:
         (inner,) = get_args(tp) or (Any,)
         return f"list of {_type_name(inner)}"

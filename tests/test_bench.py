@@ -18,7 +18,7 @@ def test_bench_compare_runs_both_sides_and_prints_every_figure(tmp_path, cache_e
     done = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "compare.py"), "--repeat", "1", "--out", str(tmp_path),
          "--set", "data.max_records=24", "--set", "training.epochs=1", "--set", "evaluation.max_records=3",
-         "--set", "evaluation.max_new_tokens=8", "--set", "model.hidden_size=64", "--set", "model.num_layers=1"],
+         "--set", "evaluation.max_new_tokens=8"],
         env={**os.environ, **cache_env}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     for row in ("tokens_per_s", "padding_fraction", "train_s", "eval_s", "peak_rss_mib", "micro_f1", "gflops",

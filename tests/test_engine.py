@@ -48,6 +48,10 @@ def test_run_writes_metrics_recipe_log_and_exports(lora_run) -> None:
     seqeval = metrics["metrics"]["test"]["seqeval"]
     assert set(seqeval["per_class"]) == {"MEDICATION", "DOSAGE", "CONDITION", "PROCEDURE"}
     assert 0.0 <= seqeval["micro"]["f1"] <= 1.0
+    # every test mention is split by whether its text is an entity in train; the two add up to the whole
+    seen, unseen = seqeval["mentions"]["seen"], seqeval["mentions"]["unseen"]
+    assert seen["support"] + unseen["support"] == sum(c["support"] for c in seqeval["per_class"].values()) > 0
+    assert seen["support"] > 0
     assert metrics["params"]["trainable"] < metrics["params"]["total"]
     assert (out / "recipe.toml").is_file() and (out / "predictions-test.jsonl").is_file()
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loraforge.builtin.tasks.ner import DEFAULT_INSTRUCTION, NerTask, Spans, register_tasks
+from loraforge.builtin.tasks.ner import DEFAULT_INSTRUCTION, INLINE_INSTRUCTION, NerTask, Spans, register_tasks
 from loraforge.components import Record
 from loraforge.errors import DataError
 from loraforge.schema import parse
@@ -36,7 +36,9 @@ def span_of(text: str, mention: str, label: str, nth: int = 0) -> tuple[int, int
 def test_options_parse_and_check() -> None:
     opts, problems = parse(NerTask.Options, {"labels": ["PER", "LOC"]}, "task")
     assert problems == [] and opts.labels == ["PER", "LOC"] and opts.text_field == "text"
-    assert opts.instruction == DEFAULT_INSTRUCTION
+    assert opts.output == "lines" and opts.instruction is None  # the instruction then fits the output style
+    _, problems = parse(NerTask.Options, {"labels": ["PER"], "output": "tags"}, "task")
+    assert [p.key for p in problems] == ["task.output"]
     _, problems = parse(NerTask.Options, {}, "task")
     assert [p.key for p in problems] == ["task.labels"]
     _, problems = parse(NerTask.Options, {"labels": []}, "task")
@@ -103,7 +105,9 @@ def random_record(rng: random.Random) -> Record:
     return rec(text, *spans)
 
 
-def test_round_trip_many_records(task: NerTask) -> None:
+@pytest.mark.parametrize("output", ["lines", "inline"])
+def test_round_trip_many_records(output: str) -> None:
+    task = NerTask(NerTask.Options(labels=list(LABELS), output=output))
     rng = random.Random(1234)
     for _ in range(600):
         r = random_record(rng)
@@ -111,6 +115,39 @@ def test_round_trip_many_records(task: NerTask) -> None:
         target = task.format(r).target
         assert task.parse(target, r) == task.reference(r), (r.data, target)
         assert not target.endswith("\n")
+
+
+# ---------------------------------------------------------------- inline output
+@pytest.fixture
+def inline() -> NerTask:
+    return NerTask(NerTask.Options(labels=list(LABELS), output="inline"))
+
+
+def test_inline_format_exact(inline: NerTask) -> None:
+    text = "John lives in New\n York."
+    r = rec(text, span_of(text, "John", "PER"), (14, 23, "LOC"))
+    ex = inline.format(r)
+    assert ex.prompt == (f"{INLINE_INSTRUCTION}\nLabels: PER, LOC, ORG, MISC\nText: {text}\nEntities:\n")
+    assert ex.target == "[PER John] lives in [LOC New York]."  # one line, like the mention lines
+    assert inline.format(rec("Nothing here.")).target == "Nothing here."
+    custom = NerTask(NerTask.Options(labels=["PER"], output="inline", instruction="Tag people."))
+    assert custom.format(r).prompt.startswith("Tag people.\nLabels: PER\n")
+
+
+def test_inline_parse_is_lenient_about_the_copy_and_strict_about_grounding(inline: NerTask) -> None:
+    text = "Paris Hilton visited Paris, then Acme Corp."
+    r = rec(text)
+    hilton, paris, acme = span_of(text, "Paris Hilton", "PER"), span_of(text, "Paris", "LOC", 1), \
+        span_of(text, "Acme Corp", "ORG")
+    # a garbled copy outside the marks does not matter; marks map to successive occurrences in order
+    assert inline.parse("[PER Paris Hilton] visted [LOC Paris], then [ORG Acme Corp]", r) == [hilton, paris, acme]
+    # a colon after the label, lower case, spaces inside the brackets
+    assert inline.parse("[ per: Paris Hilton ] went to [loc Paris]", r) == [hilton, paris]
+    # unknown labels, mentions not in the text, unclosed and empty marks, bare brackets: ignored
+    assert inline.parse("[CITY Paris] [PER Bob] [ORG Acme Corp [LOC] [] [LOC Paris", r) == []
+    # line-style answers mean nothing to the inline parser, and the other way round
+    assert inline.parse("PER: Paris Hilton", r) == []
+    assert NerTask(NerTask.Options(labels=list(LABELS))).parse("[PER Paris Hilton]", r) == []
 
 
 def test_round_trip_repeated_mentions(task: NerTask) -> None:

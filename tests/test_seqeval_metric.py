@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from loraforge.builtin.metrics import SeqevalMetric, bio_tags, register_metrics
+from loraforge.builtin.metrics import SeqevalMetric, bio_tags, mention_recall, register_metrics
 from loraforge.builtin.tasks.ner import NerTask, Spans
 
 TEXT = "John Smith lives in Paris, near Acme Corp."
@@ -124,3 +124,17 @@ def test_plain_span_lists_without_text(task: NerTask) -> None:
 def test_length_mismatch_is_a_bug(task: NerTask) -> None:
     with pytest.raises(ValueError):
         SeqevalMetric().compute([s()], [], task)
+
+
+# ---------------------------------------------------------------- seen and unseen mentions
+def test_mention_recall_splits_by_training_vocabulary() -> None:
+    train = [Spans("Ann met Bob.", ((0, 3, "PER"),)), Spans("In  paris.", ((4, 9, "LOC"),))]
+    text = "ann saw Zed in Paris and Rome."  # case and spacing do not matter; the label does not either
+    ann, zed, paris, rome = (0, 3, "PER"), (8, 11, "PER"), (15, 20, "LOC"), (25, 29, "LOC")
+    gold = [Spans(text, (ann, zed, paris, rome))]
+    out = mention_recall([Spans(text, (ann, rome, (8, 10, "PER")))], gold, train)
+    assert out["seen"] == {"recall": 0.5, "support": 2,
+                           "per_class": {"LOC": {"recall": 0.0, "support": 1}, "PER": {"recall": 1.0, "support": 1}}}
+    # Zed is cut short, so only Rome of the unseen mentions counts
+    assert out["unseen"]["recall"] == 0.5 and out["unseen"]["support"] == 2
+    assert mention_recall([None], [Spans("x", ())], train)["unseen"] == {"recall": 0.0, "support": 0, "per_class": {}}

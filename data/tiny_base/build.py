@@ -24,24 +24,26 @@ Every document is generated from one ``random.Random(seed)`` out of three source
   tokens the model has seen many times);
 * numbers with generic units and rates ("25 kg", "3.5 km", "every 4 hours"), upper-case codes ("QXT").
 
-Five kinds of document, each short (20-150 tokens, like the fine-tuning records), BOS ... EOS:
+Six kinds of document, each short (20-150 tokens, like the fine-tuning records), BOS ... EOS:
 
-``prose`` (20%)  English-like sentences from the word list with pseudo-words and numbers sprinkled in,
+``prose`` (15%)  English-like sentences from the word list with pseudo-words and numbers sprinkled in,
                  where later sentences re-use multi-word spans of earlier ones: plain induction.
-``repeat`` (30%) a word sequence repeated bare, or followed by a request to repeat all of it, the part
+``repeat`` (25%) a word sequence repeated bare, or followed by a request to repeat all of it, the part
                  after a word, or the first/last words: copy with a pointer.
-``fields`` (20%) a sentence that states values of a few keys ("the lantern was brelintox 4 kg; ...") then
+``fields`` (15%) a sentence that states values of a few keys ("the lantern was brelintox 4 kg; ...") then
                  lines ``KEY: value`` in order of appearance, or a question about one key: retrieval by
                  the context before a span, value of any length, stopping at the delimiter.
-``marked`` (15%) a sentence with some spans in brackets, then one ``TAG: span`` line per marked span, in
+``marked`` (10%) a sentence with some spans in brackets, then one ``TAG: span`` line per marked span, in
                  order: find the next span after the previous one, copy it, stop at its end.
-``surface`` (15%) a ``Labels:`` line naming some of TERM, NAME, CODE, AMOUNT, then a sentence, then one
+``surface`` (10%) a ``Labels:`` line naming some of TERM, NAME, CODE, AMOUNT, then a sentence, then one
                  ``LABEL: span`` line per span of those kinds in order (TERM: a run of pseudo-words, NAME: a
                  capitalised pseudo-word, CODE: an upper-case code, AMOUNT: a number with its unit or rate),
                  or ``none``: extraction by the form of the text, conditioned on a label list.
+``inline`` (25%) the same, answered by writing the sentence out again with each span of a listed kind
+                 marked in place, ``[KIND span]``: copy in order, resuming after each inserted mark.
 
-The last three give the model the habit of answering with short ``LABEL: span`` lines copied verbatim from
-the prompt, one per line, in order of appearance, and of writing EOS after the last one. None of them is the
+The last four give the model the habit of answering with spans copied verbatim from the prompt, in order of
+appearance (as ``LABEL: span`` lines or marked in place), and of writing EOS at the end. None of them is the
 medical task: the vocabulary, the labels and the span kinds are generic.
 
 Why two phases
@@ -122,6 +124,9 @@ INSTRUCTIONS = {
                 "Pick out the spans of the given kinds, one per line, in order of appearance, or 'none'.",
                 "Mark each span of the listed kinds; write 'KIND: span' lines in order, or 'none'."],
     "repeat": ["Repeat the words as asked.", "Copy part of the text exactly.", "Say it again."],
+    "inline": ["Write the text again, marking each span of the listed kinds in place as [KIND span].",
+               "Copy the text and wrap every span of the given kinds in [KIND ...].",
+               "Rewrite the text with the listed kinds marked."],
 }
 FUNCTION = frozenset("""a an the of and or but to in on at by for with from as into over under after before
 during about than then that this these those it its he she they we you his her their our is was are were be been
@@ -311,7 +316,8 @@ class Corpus:
         return (self.instruction("marked") + "Text: " + text[0].upper() + text[1:] + "\nMarked:\n"
                 + "\n".join(f"{tag}: {s}" for s in spans if s.strip()))
 
-    def surface(self) -> str:
+    def _kinds_text(self) -> tuple[list[str], list[tuple[str | None, str]], str]:
+        """A `Labels:` list, the text's chunks (kind or None, words) and the text, for `surface` and `inline`."""
         r = self.rng
         labels = r.sample(SURFACE_KINDS, r.randint(1, 4))
         labels.sort(key=SURFACE_KINDS.index)
@@ -324,13 +330,22 @@ class Corpus:
             if chunks[i][0] is None and r.random() < 0.06:
                 chunks[i] = (None, chunks[i][1] + ",")
         first = chunks[0][1]
-        chunks[0] = (None, first[0].upper() + first[1:])
-        text = " ".join(w for _, w in chunks) + "."
+        chunks[0] = (chunks[0][0], first[0].upper() + first[1:])
+        return labels, chunks, " ".join(w for _, w in chunks) + "."
+
+    def surface(self) -> str:
+        labels, chunks, text = self._kinds_text()
         lines = [f"{k}: {w}" for k, w in chunks if k in labels]
         return (self.instruction("surface") + "Labels: " + ", ".join(labels) + "\nText: " + text + "\nFound:\n"
                 + ("\n".join(lines) if lines else "none"))
 
-    KINDS = {"prose": 0.20, "repeat": 0.30, "fields": 0.20, "marked": 0.15, "surface": 0.15}
+    def inline(self) -> str:
+        labels, chunks, text = self._kinds_text()
+        marked = " ".join(f"[{k} {w}]" if k in labels else w for k, w in chunks) + "."
+        return (self.instruction("inline") + "Labels: " + ", ".join(labels) + "\nText: " + text + "\nRewritten:\n"
+                + marked)
+
+    KINDS = {"prose": 0.15, "repeat": 0.25, "fields": 0.15, "marked": 0.10, "surface": 0.10, "inline": 0.25}
 
     def document(self, kind: str | None = None) -> str:
         kind = kind or self.rng.choices(list(self.KINDS), list(self.KINDS.values()))[0]
@@ -523,7 +538,7 @@ def split_answer(doc: str) -> tuple[str, str] | None:
     """Prompt and answer of an answer-bearing document (the prompt keeps its trailing ':' or newline)."""
     if "Text: " not in doc:
         return None
-    for marker in ("\nMarked:\n", "\nFound:\n", "\nFields:\n"):
+    for marker in ("\nMarked:\n", "\nFound:\n", "\nFields:\n", "\nRewritten:\n"):
         if marker in doc:
             cut = doc.index(marker) + len(marker)
             return doc[:cut], doc[cut:]
@@ -540,7 +555,7 @@ def probe(model, tok, words: list[str], seed: int, per_kind: int = 200) -> dict[
     model.eval()
     results = {}
     tok.padding_side = "left"
-    for kind in ("repeat", "fields", "marked", "surface"):
+    for kind in ("repeat", "fields", "marked", "surface", "inline"):
         pairs = []
         while len(pairs) < per_kind:
             split = split_answer(corpus.document(kind))
@@ -578,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--kv-heads", type=int, default=4)
     p.add_argument("--max-positions", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=1000, help="phase 2: steps on documents")
+    p.add_argument("--steps", type=int, default=1500, help="phase 2: steps on documents")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)

@@ -4,6 +4,10 @@
 so numbers are comparable with published CoNLL results. Predictions and references are character spans; they
 are projected onto one token grid per text (words and single punctuation marks), turned into BIO tags, and
 handed to seqeval. Spans that cut a word count for the whole word, as a token tagger would have to.
+
+It also splits recall by whether a gold mention's text was *seen* as an entity in the training split or is
+*unseen* there: a model that only memorised its training vocabulary scores well on the first and near zero on
+the second, so the pair tells memory from generalisation.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from ..components import Metric, Task
 from ..hookspecs import hookimpl
@@ -57,8 +61,38 @@ def _prf(values: Any) -> dict[str, float]:
     return {"precision": float(p), "recall": float(r), "f1": float(f)}
 
 
+def _mention(text: str, start: int, end: int) -> str:
+    return " ".join(text[start:end].lower().split())
+
+
+def mention_recall(predictions: Sequence[Any], references: Sequence[Any],
+                   train_references: Iterable[Any]) -> dict[str, dict[str, Any]]:
+    """Recall of exact gold spans, split by whether the mention text (case- and space-insensitive) occurs as an
+    entity of any label in the training references: {"seen": {...}, "unseen": {...}}, each with per-label recall."""
+    known = {_mention(ref.text, s, e) for ref in train_references for s, e, _ in _spans(ref)}
+    counts: dict[tuple[str, str], list[int]] = {}
+    for pred, ref in zip(predictions, references):
+        guess = set(_spans(pred))
+        for span in _spans(ref):
+            kind = "seen" if _mention(ref.text, span[0], span[1]) in known else "unseen"
+            for key in ((kind, ""), (kind, span[2])):
+                hit_total = counts.setdefault(key, [0, 0])
+                hit_total[0] += span in guess
+                hit_total[1] += 1
+    result: dict[str, dict[str, Any]] = {}
+    for kind in ("seen", "unseen"):
+        hits, total = counts.get((kind, ""), (0, 0))
+        result[kind] = {"recall": hits / total if total else 0.0, "support": total,
+                        "per_class": {label: {"recall": h / n, "support": n}
+                                      for (k, label), (h, n) in sorted(counts.items()) if k == kind and label}}
+    return result
+
+
 class SeqevalMetric(Metric):
-    """Entity-level precision, recall and F1 (micro, macro and per label) via seqeval's default mode."""
+    """Entity-level precision, recall and F1 (micro, macro and per label) via seqeval's default mode, and recall
+    on mentions seen and unseen in training."""
+
+    uses_context: ClassVar[bool] = True
 
     def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
                 **context: Any) -> dict[str, Any]:
@@ -87,6 +121,9 @@ class SeqevalMetric(Metric):
         if not seen:
             return result
         kwargs = {"zero_division": 0}
+        context = context.get("context")
+        if context is not None and all(hasattr(r, "text") for r in references):
+            result["mentions"] = mention_recall(predictions, references, context.train_references())
         result["micro"] = _prf(precision_recall_fscore_support(y_true, y_pred, average="micro", **kwargs))
         result["macro"] = _prf(precision_recall_fscore_support(y_true, y_pred, average="macro", **kwargs))
         p, r, f, support = precision_recall_fscore_support(y_true, y_pred, average=None, **kwargs)

@@ -1,8 +1,15 @@
 """Generative named-entity recognition: the reference task.
 
-The model reads an instruction, the allowed labels and the text, and writes one `LABEL: mention` line per entity
-in order of appearance (or `none`). Mentions are mapped back to character offsets by searching the text, so the
-target stays short (no offsets for the model to count) and every prediction is grounded in the input.
+The model reads an instruction, the allowed labels and the text, and answers in one of two styles:
+
+* ``lines`` (default): one `LABEL: mention` line per entity in order of appearance, or `none`. Short answers,
+  the usual choice for pretrained instruction models.
+* ``inline``: the text written out again with each entity marked in place, `[LABEL mention]`. Longer answers,
+  but the model copies the text in order and decides at each word whether an entity starts or ends there: it
+  never has to jump to the next mention. Small models that copy imperfectly learn this far better.
+
+Either way mentions are mapped back to character offsets by searching the text, so the answer holds no offsets
+for the model to count and every prediction is grounded in the input.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from ...components import Example, Record, Task
 from ...errors import DataError
@@ -25,12 +32,14 @@ DEFAULT_INSTRUCTION = (
     "Extract the named entities from the text. Answer with one 'LABEL: mention' line per entity, "
     "in order of appearance, or 'none'."
 )
+INLINE_INSTRUCTION = "Write the text again, marking each named entity in place as [LABEL mention]."
 #: a generation is cut here: end-of-sequence markers a tokenizer may leave in decoded text
 _EOS = re.compile(r"</s>|<\|?(?:end|eos|eot|im_end)[a-z_|]*>", re.IGNORECASE)
 _BULLET = re.compile(r"^(?:[-*•+]\s*|\d+[.)]\s+)+")
 _TAG = re.compile(r"^([BI])-(\S+)$")
 _QUOTES = "\"'`“”‘’*"
 _MAX_GENERATED = 50_000  # bounds parse time on runaway generations
+_MARK = re.compile(r"\[\s*([^\s\[\]:]+)\s*:?\s+([^\[\]\n]*?)\s*\]")  # [LABEL mention]
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,12 +79,17 @@ def _normalize(mention: str) -> str:
 
 
 class NerTask(Task):
-    """Named entities as `LABEL: mention` lines; records carry character offsets (end exclusive)."""
+    """Named entities as `LABEL: mention` lines or inline `[LABEL mention]` marks; records carry character offsets
+    (end exclusive)."""
 
     @dataclass
     class Options:
         labels: list[str] = option(help="Entity labels the model may produce, e.g. [\"PER\", \"ORG\", \"LOC\"].")
-        instruction: str = option(DEFAULT_INSTRUCTION, help="First line of every prompt; the labels follow it.")
+        output: Literal["lines", "inline"] = option(
+            "lines", help="Answer style: `LABEL: mention` lines, or the text rewritten with `[LABEL mention]` marks "
+                          "(easier for small models; see docs/tasks.md).")
+        instruction: str | None = option(
+            None, help="First line of every prompt; the labels follow it. Default: one fitting `output`.")
         text_field: str = option("text", help="Record key holding the text.")
         entities_field: str = option("entities", help="Record key holding the list of {start, end, label}.")
 
@@ -222,16 +236,29 @@ class NerTask(Task):
     def format(self, record: Record) -> Example:
         """Compact prompt ending in 'Entities:\\n'; target is one 'LABEL: mention' line per entity, or 'none'."""
         text = self._text(record)
-        prompt = (f"{self.options.instruction}\nLabels: {', '.join(self.options.labels)}\n"
-                  f"Text: {text}\nEntities:\n")
+        o = self.options
+        inline = o.output == "inline"
+        instruction = o.instruction or (INLINE_INSTRUCTION if inline else DEFAULT_INSTRUCTION)
+        prompt = f"{instruction}\nLabels: {', '.join(o.labels)}\nText: {text}\nEntities:\n"
+        if inline:
+            return Example(prompt=prompt, target=_normalize(self._marked(text, self._spans(record))))
         lines = [f"{label}: {_normalize(text[s:e])}" for s, e, label in self._spans(record)]
         return Example(prompt=prompt, target="\n".join(lines) if lines else "none")
+
+    @staticmethod
+    def _marked(text: str, spans: Sequence[Span]) -> str:
+        pieces, pos = [], 0
+        for start, end, label in spans:
+            pieces += [text[pos:start], f"[{label} {text[start:end]}]"]
+            pos = end
+        return "".join(pieces) + text[pos:]
 
     def reference(self, record: Record) -> Spans:
         return Spans(self._text(record), self._spans(record))
 
     def parse(self, generated: str, record: Record) -> Spans:
-        """Map 'LABEL: mention' lines to offsets; lenient about layout, strict about grounding. Never raises."""
+        """Map 'LABEL: mention' lines (or inline `[LABEL mention]` marks) to offsets; lenient about layout, strict
+        about grounding. Never raises."""
         text = record.data.get(self.options.text_field) if isinstance(record.data, dict) else None
         if not isinstance(text, str):
             return Spans("", ())
@@ -246,11 +273,9 @@ class NerTask(Task):
         cursor: dict[str, int] = {}
         failed: set[object] = set()
         last_end = 0
-        for raw in generated.splitlines():
-            line = _BULLET.sub("", raw.strip())
-            label_part, colon, mention = line.partition(":")
+        for label_part, mention in self._answers(generated):
             label = self._by_lower.get(label_part.strip().strip(_QUOTES + "[]").strip().lower())
-            if not colon or label is None:
+            if label is None:
                 continue
             found = self._locate(text, mention, cursor, failed, last_end, starts, accepted)
             if found is None:
@@ -262,6 +287,17 @@ class NerTask(Task):
             cursor[key] = end
             last_end = end
         return Spans(text, tuple(accepted))
+
+    def _answers(self, generated: str) -> Iterator[tuple[str, str]]:
+        """(label, mention) pairs in the order written."""
+        if self.options.output == "inline":
+            for match in _MARK.finditer(generated):
+                yield match.group(1), match.group(2)
+            return
+        for raw in generated.splitlines():
+            label_part, colon, mention = _BULLET.sub("", raw.strip()).partition(":")
+            if colon:
+                yield label_part, mention
 
     def _locate(self, text: str, mention: str, cursor: dict[str, int], failed: set[object], last_end: int,
                 starts: list[int], accepted: list[Span]) -> tuple[str, int, int] | None:
