@@ -70,9 +70,10 @@ float32.
 
 Reproducibility: everything is seeded; with the same torch version, thread count (``--threads``, default 1,
 which is also the fastest choice on a 2-core machine shared with other work) and CPU, the saved weights
-are identical (checked: two builds gave byte-identical ``model.safetensors``). At the end the script prints
-the held-out copying loss and next-token accuracy on repeated pseudo-word sequences, and a stricter probe:
-exact-match accuracy of greedy answer lines on held-out documents of each answer-bearing kind.
+are identical (checked on an earlier version: two builds gave byte-identical ``model.safetensors``). At the
+end the script prints the held-out copying loss and next-token accuracy on repeated pseudo-word sequences,
+and a stricter probe: exact-match accuracy of greedy answer lines on held-out documents of each
+answer-bearing kind.
 
 Usage::
 
@@ -593,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--heads", type=int, default=8)
     p.add_argument("--kv-heads", type=int, default=4)
     p.add_argument("--max-positions", type=int, default=1024)
-    p.add_argument("--steps", type=int, default=1500, help="phase 2: steps on documents")
+    p.add_argument("--steps", type=int, default=3000, help="phase 2: steps on documents")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seq", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)
