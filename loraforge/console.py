@@ -80,9 +80,10 @@ def comparison_table(columns: dict[str, dict[str, Any]], metric: str, measure: s
     for avg in ("micro", "macro"):
         if all(isinstance(r.get(avg), dict) for r in per_model.values()):
             table.add_row(f"[bold]{avg}[/]", *[_fmt(r[avg].get(measure)) for r in per_model.values()])
-    if all(r.get("mentions") for r in per_model.values()):
-        for kind in ("seen", "unseen"):
-            table.add_row(f"recall, {kind} mentions", *[_fmt(r["mentions"][kind]["recall"]) for r in per_model.values()])
+    kinds = [dict(_mentions(r)) for r in per_model.values()]
+    for kind in ("seen", "unseen"):
+        if all(kind in k for k in kinds):
+            table.add_row(f"recall, {kind} mentions", *[_fmt(k[kind]["recall"]) for k in kinds])
     return table
 
 

@@ -103,14 +103,15 @@ def evaluate(run: Any, split: str) -> dict[str, Any]:
     records: list[Record] = run.records[split][: settings.max_records]
     max_new = settings.max_new_tokens or task.max_new_tokens(run.train_examples, run.encoder.count)
     prompts = [run.encoder.prompt_ids(task.format(r).prompt) for r in records]
-    scores, texts = score(run, split, records, prompts, max_new, adapted=True)
+    context = EvalContext(run, split, records)  # one for both passes: the training references are built once
+    scores, texts = score(context, prompts, max_new, adapted=True)
     _write_predictions(run, split, records, texts)
     result: dict[str, Any] = {split: scores}
     if settings.baseline_shots is not None:
         run.enter("baseline")
         shots = few_shot_examples(run, settings.baseline_shots)
         prompts = [run.encoder.few_shot_ids(shots, task.format(r).prompt) for r in records]
-        base_scores, base_texts = score(run, split, records, prompts, max_new, adapted=False)
+        base_scores, base_texts = score(context, prompts, max_new, adapted=False)
         _write_predictions(run, f"{split}-base", records, base_texts)
         result["baseline"] = {"shots": len(shots), "split": split, "scores": base_scores}
     return result
@@ -125,9 +126,11 @@ def few_shot_examples(run: Any, k: int) -> list[Any]:
     return [examples[i] for i in picks]
 
 
-def score(run: Any, split: str, records: list[Record], prompts: list[list[int]], max_new: int,
+def score(context: EvalContext, prompts: list[list[int]], max_new: int,
           adapted: bool) -> tuple[dict[str, Any], list[str]]:
-    """Generate, parse through the task and compute every metric; `adapted=False` disables the adapter."""
+    """Generate for the context's records, parse through the task and compute every metric; `adapted=False`
+    disables the adapter."""
+    run, split, records = context.run, context.split, context.records
     task = run.task
     switch = contextlib.nullcontext() if adapted else run.model.disable_adapter()
     with switch:
@@ -135,7 +138,6 @@ def score(run: Any, split: str, records: list[Record], prompts: list[list[int]],
                          label=split if adapted else f"{split} (base)")
     predictions = [task.parse(t, r) for t, r in zip(texts, records)]
     references = [task.reference(r) for r in records]
-    context = EvalContext(run, split, records)
     scores = {}
     for key, metric in run.components.items():
         if not key.startswith("metric:") or (metric.needs_model and not adapted):

@@ -66,7 +66,8 @@ def test_run_end_to_end_shows_progress_and_table(tmp_path: Path, cache_env: dict
     path.write_text(text)
     done = cli("run", str(path), env={**cache_env, "COLUMNS": "120"})
     assert done.returncode == 0, done.stderr
-    for word in ("Training", "Evaluating", "seqeval on validation", "MEDICATION", "micro", "seen mentions", "adapter →", "done in"):
+    for word in ("Training", "Evaluating", "seqeval on validation", "MEDICATION", "micro", "seen mentions", "adapter →",
+                 "done in"):
         assert word in done.stdout, done.stdout
     again = cli("run", str(path), env=cache_env)
     assert again.returncode == 2 and "already holds a finished run" in again.stderr

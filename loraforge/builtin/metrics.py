@@ -121,9 +121,9 @@ class SeqevalMetric(Metric):
         if not seen:
             return result
         kwargs = {"zero_division": 0}
-        context = context.get("context")
-        if context is not None and all(hasattr(r, "text") for r in references):
-            result["mentions"] = mention_recall(predictions, references, context.train_references())
+        eval_context = context.get("context")
+        if eval_context is not None and all(hasattr(r, "text") for r in references):
+            result["mentions"] = mention_recall(predictions, references, eval_context.train_references())
         result["micro"] = _prf(precision_recall_fscore_support(y_true, y_pred, average="micro", **kwargs))
         result["macro"] = _prf(precision_recall_fscore_support(y_true, y_pred, average="macro", **kwargs))
         p, r, f, support = precision_recall_fscore_support(y_true, y_pred, average=None, **kwargs)

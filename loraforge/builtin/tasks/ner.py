@@ -234,7 +234,8 @@ class NerTask(Task):
 
     # ------------------------------------------------------------------ text
     def format(self, record: Record) -> Example:
-        """Compact prompt ending in 'Entities:\\n'; target is one 'LABEL: mention' line per entity, or 'none'."""
+        """Compact prompt ending in 'Entities:\\n'; target is one 'LABEL: mention' line per entity (or 'none'), or
+        with `output = "inline"` the text with `[LABEL mention]` marks."""
         text = self._text(record)
         o = self.options
         inline = o.output == "inline"
