@@ -3,7 +3,8 @@
     python bench/compare.py [--recipe recipes/medical_ner_tiny.toml] [--repeat 3] [--set key=value ...]
 
 Prints, as medians over the repeats: training tokens/s (real, non-pad tokens), padding fraction, training and
-evaluation wall time, peak RSS, test micro-F1, the ratio loraforge/plain, and the model FLOP/s of training against
+evaluation wall time, peak RSS, test micro-F1 and recall on unseen mentions (both sides' generations scored by the
+same task and metric), the ratio loraforge/plain, and the model FLOP/s of training against
 this machine's matmul peak (measured here first). Not part of the test suite; tests/test_bench.py smoke-tests it.
 """
 
@@ -83,8 +84,10 @@ def plain_config(recipe_path: Path, overrides: list[str], base: Path, folder: Pa
     return folder / "config.json"
 
 
-def plain_f1(recipe_path: Path, overrides: list[str], generations: list[str]) -> float:
+def plain_scores(recipe_path: Path, overrides: list[str], generations: list[str]) -> tuple[float, float | None]:
+    """The plain script's generations scored exactly as loraforge scores its own: micro-F1, unseen-mention recall."""
     from loraforge.engine import build
+    from loraforge.evaluate import EvalContext
     from loraforge.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
@@ -93,7 +96,14 @@ def plain_f1(recipe_path: Path, overrides: list[str], generations: list[str]) ->
     task = run.task
     predictions = [task.parse(g, r) for g, r in zip(generations, records)]
     metric = run.components["metric:seqeval"]
-    return metric.compute(predictions, [task.reference(r) for r in records], task)["micro"]["f1"]
+    scores = metric.compute(predictions, [task.reference(r) for r in records], task,
+                            context=EvalContext(run, "test", records))
+    return scores["micro"]["f1"], unseen_recall(scores)
+
+
+def unseen_recall(seqeval: dict) -> float | None:
+    unseen = seqeval.get("mentions", {}).get("unseen")
+    return unseen["recall"] if unseen else None
 
 
 def once(recipe: Path, overrides: list[str], out: Path, index: int) -> dict[str, dict[str, float]]:
@@ -108,14 +118,16 @@ def once(recipe: Path, overrides: list[str], out: Path, index: int) -> dict[str,
     plain = json.loads(done.stdout.strip().splitlines()[-1])
     flops = model_flops_per_token(metrics, base)
     lf_train = metrics["train"]
+    lf_seqeval = metrics["metrics"]["test"]["seqeval"]
+    plain_f1, plain_unseen = plain_scores(recipe, overrides, plain["generations"])
     return {
         "loraforge": {"tokens_per_s": lf_train["tokens_per_s"], "padding_fraction": lf_train["padding_fraction"],
                       "train_s": lf_train["runtime_s"], "eval_s": metrics["evaluate_s"], "wall_s": lf_wall,
-                      "peak_rss_mib": lf_rss, "micro_f1": metrics["metrics"]["test"]["seqeval"]["micro"]["f1"],
-                      "gflops": flops * lf_train["tokens_per_s"] / 1e9},
+                      "peak_rss_mib": lf_rss, "micro_f1": lf_seqeval["micro"]["f1"],
+                      "unseen_recall": unseen_recall(lf_seqeval), "gflops": flops * lf_train["tokens_per_s"] / 1e9},
         "plain": {"tokens_per_s": plain["tokens_per_s"], "padding_fraction": plain["padding_fraction"],
                   "train_s": plain["train_s"], "eval_s": plain["eval_s"], "wall_s": plain_wall,
-                  "peak_rss_mib": plain_rss, "micro_f1": plain_f1(recipe, overrides, plain["generations"]),
+                  "peak_rss_mib": plain_rss, "micro_f1": plain_f1, "unseen_recall": plain_unseen,
                   "gflops": flops * plain["tokens_per_s"] / 1e9},
     }
 
@@ -132,10 +144,13 @@ def main(argv: list[str] | None = None) -> int:
     peak = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
     print(f"matmul peak on this machine: fp32 {peak['float32']:.0f} GFLOP/s, bf16 {peak['bfloat16']:.0f} GFLOP/s")
     runs = [once(args.recipe, args.overrides, args.out, i) for i in range(args.repeat)]
-    rows = ["tokens_per_s", "padding_fraction", "train_s", "eval_s", "wall_s", "peak_rss_mib", "micro_f1", "gflops"]
+    rows = ["tokens_per_s", "padding_fraction", "train_s", "eval_s", "wall_s", "peak_rss_mib", "micro_f1",
+            "unseen_recall", "gflops"]
     print(f"\nmedian of {args.repeat} run(s)      loraforge        plain    loraforge/plain")
     summary = {}
     for row in rows:
+        if any(r[side][row] is None for r in runs for side in ("loraforge", "plain")):
+            continue  # e.g. unseen recall for a task without mentions
         lf = statistics.median(r["loraforge"][row] for r in runs)
         pl = statistics.median(r["plain"][row] for r in runs)
         summary[row] = {"loraforge": lf, "plain": pl}

@@ -18,6 +18,7 @@ from .errors import DataError
 from .schema import NoOptions
 
 if TYPE_CHECKING:
+    from .constraints import Constraint
     from .recipe import Recipe
 
 
@@ -84,6 +85,11 @@ class Task(Component, ABC):
     @abstractmethod
     def parse(self, generated: str, record: Record) -> Any:
         """The structure of a generation; must never raise on malformed text (count it as a miss)."""
+
+    def constraint(self, record: Record) -> Constraint | None:
+        """The well-formed answers to this record, for constrained decoding (`evaluation.constrained`); None leaves
+        generation free. See `loraforge.constraints`."""
+        return None
 
     def max_new_tokens(self, examples: Sequence[Example], count_tokens: Any) -> int:
         """Bound for generation: by default 1.5x the longest training target, plus a margin."""

@@ -12,12 +12,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .components import Record
+from .constraints import Constraint, ConstrainedGreedy, Vocabulary
 
 
 def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,
-             label: str = "generate") -> list[str]:
-    """Greedy completions of token-id prompts, decoded without special tokens."""
+             label: str = "generate", constraints: Sequence[Constraint | None] | None = None,
+             vocabulary: Vocabulary | None = None) -> list[str]:
+    """Greedy completions of token-id prompts, decoded without special tokens; with `constraints` (one per prompt,
+    with the tokenizer's `vocabulary`), each keeps to its own."""
     import torch
+    from transformers import LogitsProcessorList
 
     model, tok = run.model, run.tokenizer
     device = next(model.parameters()).device
@@ -38,10 +42,15 @@ def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_
             for row, p in enumerate(batch):
                 ids[row, longest - len(p):] = torch.tensor(p)
                 mask[row, longest - len(p):] = 1
+            processors = LogitsProcessorList()
+            if constraints is not None and vocabulary is not None and tok.eos_token_id is not None:
+                rows = [constraints[i] for i in order[start:start + batch_size]]
+                processors.append(ConstrainedGreedy(rows, vocabulary, [tok.eos_token_id], longest))
             with torch.inference_mode(), autocast:
                 generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                           pad_token_id=pad, eos_token_id=tok.eos_token_id, use_cache=True)
+                                           pad_token_id=pad, eos_token_id=tok.eos_token_id, use_cache=True,
+                                           logits_processor=processors)
             texts = tok.batch_decode(generated[:, longest:], skip_special_tokens=True)
             for i, text in zip(order[start:start + batch_size], texts):
                 outputs[i] = text
@@ -61,12 +70,24 @@ class EvalContext:
     split: str
     records: list[Record]
     _train: list[Any] | None = field(default=None, init=False, repr=False)
+    _vocabulary: Vocabulary | None = field(default=None, init=False, repr=False)
 
     def train_references(self) -> list[Any]:
         """The task's references for the training records (for seen-vs-unseen breakdowns), computed once."""
         if self._train is None:
             self._train = [self.run.task.reference(r) for r in self.run.records.get("train", [])]
         return self._train
+
+    def constraints(self) -> tuple[list[Constraint | None] | None, Vocabulary | None]:
+        """The task's answer constraint per record and the tokenizer's vocabulary, when decoding is constrained."""
+        if not self.run.recipe.evaluation.constrained:
+            return None, None
+        constraints = [self.run.task.constraint(r) for r in self.records]
+        if all(c is None for c in constraints):
+            return None, None
+        if self._vocabulary is None:
+            self._vocabulary = Vocabulary.of(self.run.tokenizer)
+        return constraints, self._vocabulary
 
     def target_nll(self, adapted: bool = True) -> tuple[float, int]:
         """Summed negative log-likelihood of the split's targets given their prompts, and the token count.
@@ -133,9 +154,10 @@ def score(context: EvalContext, prompts: list[list[int]], max_new: int,
     run, split, records = context.run, context.split, context.records
     task = run.task
     switch = contextlib.nullcontext() if adapted else run.model.disable_adapter()
+    constraints, vocabulary = context.constraints()
     with switch:
         texts = generate(run, prompts, max_new, run.recipe.evaluation.batch_size,
-                         label=split if adapted else f"{split} (base)")
+                         label=split if adapted else f"{split} (base)", constraints=constraints, vocabulary=vocabulary)
     predictions = [task.parse(t, r) for t, r in zip(texts, records)]
     references = [task.reference(r) for r in records]
     scores = {}

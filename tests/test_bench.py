@@ -21,7 +21,7 @@ def test_bench_compare_runs_both_sides_and_prints_every_figure(tmp_path, cache_e
          "--set", "evaluation.max_new_tokens=8"],
         env={**os.environ, **cache_env}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    for row in ("tokens_per_s", "padding_fraction", "train_s", "eval_s", "peak_rss_mib", "micro_f1", "gflops",
+    for row in ("tokens_per_s", "padding_fraction", "train_s", "eval_s", "peak_rss_mib", "micro_f1", "unseen_recall", "gflops",
                 "matmul peak", "speed-ups"):
         assert row in done.stdout
     report = json.loads((tmp_path / "bench.json").read_text())
@@ -29,6 +29,7 @@ def test_bench_compare_runs_both_sides_and_prints_every_figure(tmp_path, cache_e
     assert run["loraforge"]["tokens_per_s"] > 0 and run["plain"]["tokens_per_s"] > 0
     for side in ("loraforge", "plain"):
         assert 0 <= run[side]["padding_fraction"] < 1 and 0 <= run[side]["micro_f1"] <= 1
+        assert 0 <= run[side]["unseen_recall"] <= 1
 
 
 def test_gpu_check_smoke_mode_runs_qlora_and_lora(tmp_path) -> None:

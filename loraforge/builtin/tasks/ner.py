@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ...components import Example, Record, Task
+from ...constraints import Constraint
 from ...errors import DataError
 from ...hookspecs import hookimpl
 from ...schema import option
@@ -257,6 +258,12 @@ class NerTask(Task):
     def reference(self, record: Record) -> Spans:
         return Spans(self._text(record), self._spans(record))
 
+    def constraint(self, record: Record) -> Constraint | None:
+        """Inline answers must be the text itself with marks added; line answers are left free."""
+        if self.options.output != "inline":
+            return None
+        return MarkedCopy(self._text(record), self.options.labels)
+
     def parse(self, generated: str, record: Record) -> Spans:
         """Map 'LABEL: mention' lines (or inline `[LABEL mention]` marks) to offsets; lenient about layout, strict
         about grounding. Never raises."""
@@ -349,6 +356,73 @@ def _first_free(pattern: re.Pattern[str], text: str, pos: int, starts: list[int]
             pos = s + 1
             continue
         return s, e
+
+
+_LEAD, _TEXT, _HEAD, _INSIDE = range(4)
+_SPACE = frozenset(b" \t\n\r")
+
+
+class MarkedCopy(Constraint):
+    """Answers that write `text` (whitespace normalised) exactly, with `[LABEL mention]` marks around non-empty
+    spans: the model still decides where entities are and what they are, but cannot misspell, skip or invent text.
+
+    A state is a frozenset of (mode, position in the text, detail): a '[' in the text itself reads both as text and
+    as the start of a mark. Whitespace before the answer is allowed.
+    """
+
+    def __init__(self, text: str, labels: Sequence[str]) -> None:
+        self.text = _normalize(text).encode()
+        self.heads = tuple(f"{label} ".encode() for label in labels)
+
+    def start(self) -> frozenset:
+        return frozenset({(_LEAD, 0, 0)})
+
+    def advance(self, state: frozenset, data: bytes) -> frozenset | None:
+        for byte in data:
+            state = frozenset(nxt for s in state for nxt in self._step(s, byte))
+            if not state:
+                return None
+        return state
+
+    def _step(self, state: tuple, byte: int) -> Iterator[tuple]:
+        mode, i, detail = state
+        text = self.text
+        if mode == _HEAD:
+            typed = detail + bytes([byte])
+            if typed in self.heads:
+                yield _INSIDE, i, 0
+            elif any(h.startswith(typed) for h in self.heads):
+                yield _HEAD, i, typed
+            return
+        if mode == _LEAD and byte in _SPACE:
+            yield _LEAD, i, 0
+        if i < len(text) and text[i] == byte:
+            yield (_INSIDE, i + 1, detail + 1) if mode == _INSIDE else (_TEXT, i + 1, 0)
+        if mode == _INSIDE:
+            if byte == 0x5D and detail:  # ']' closes a non-empty mention
+                yield _TEXT, i, 0
+        elif byte == 0x5B and i < len(text):  # '[' opens a mark
+            yield _HEAD, i, b""
+
+    def can_end(self, state: frozenset) -> bool:
+        return any(mode in (_LEAD, _TEXT) and i == len(self.text) for mode, i, _ in state)
+
+    def next_bytes(self, state: frozenset) -> set[int]:
+        allowed: set[int] = set()
+        for mode, i, detail in state:
+            if mode == _HEAD:
+                allowed |= {h[len(detail)] for h in self.heads if h.startswith(detail) and len(h) > len(detail)}
+                continue
+            if i < len(self.text):
+                allowed.add(self.text[i])
+            if mode == _LEAD:
+                allowed |= _SPACE
+            if mode == _INSIDE:
+                if detail:
+                    allowed.add(0x5D)
+            elif i < len(self.text):
+                allowed.add(0x5B)
+        return allowed
 
 
 @hookimpl
