@@ -47,6 +47,11 @@ class Vocabulary:
     bytes: TokenBytes
     by_first_byte: dict[int, list[int]]
 
+    def token(self, token_id: int) -> bytes | None:
+        """What `token_id` writes; None for special tokens and for ids past the tokenizer (models often have
+        more output rows than the tokenizer has tokens)."""
+        return self.bytes[token_id] if token_id < len(self.bytes) else None
+
     @classmethod
     def of(cls, tokenizer: Any) -> Vocabulary:
         table = vocabulary_bytes(tokenizer)
@@ -143,7 +148,7 @@ class ConstrainedGreedy:
             elif chosen is not None and chosen[0] == token:
                 self.states[row] = chosen[1]
             else:  # another processor overrode the pick; follow what was generated, or stop constraining
-                data = self.vocabulary.bytes[token]
+                data = self.vocabulary.token(token)
                 self.states[row] = self.constraints[row].advance(state, data) if data else None
 
     def _pick(self, row: int, candidates: list[int], row_scores: Any) -> int:
@@ -168,7 +173,7 @@ class ConstrainedGreedy:
                 if constraint.can_end(state):
                     return token, state
                 continue
-            data = self.vocabulary.bytes[token]
+            data = self.vocabulary.token(token)
             if data:
                 after = constraint.advance(state, data)
                 if after is not None:

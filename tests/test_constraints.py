@@ -105,6 +105,25 @@ def test_lines_output_is_left_free() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ generation
+def test_greedy_step_takes_the_best_allowed_token_and_ends_only_when_allowed() -> None:
+    """One processor step on hand-made scores: the model's favourites are a token past the tokenizer (models often
+    have spare output rows), a special token and a misspelling; the best well-formed one is taken."""
+    import torch
+
+    vocab = Vocabulary([None, b"Give", b" aspirin", b" asprin", b"[", b"MEDICATION ", b"]"],
+                       {b"G"[0]: [1], b" "[0]: [2, 3], b"["[0]: [4], b"M"[0]: [5], b"]"[0]: [6]})
+    c = MarkedCopy("Give aspirin", ["MEDICATION"])
+    greedy = ConstrainedGreedy([c, None], vocab, eos_ids=[0], prompt_length=1)
+    scores = torch.tensor([[5.0, 2.0, 1.0, 4.0, 0.5, 0.0, 0.0, 9.0]] * 2)  # id 7: past the tokenizer
+    out = greedy(torch.tensor([[9], [9]]), scores)
+    assert out[0].argmax() == 1 and out[0].isfinite().sum() == 1  # "Give": not eos (too early), not id 7
+    assert torch.equal(out[1], scores[1])  # the free row is untouched
+    out = greedy(torch.tensor([[9, 1], [9, 7]]), scores)
+    assert out[0].argmax() == 2  # " aspirin" (" asprin" scores higher but is a misspelling)
+    out = greedy(torch.tensor([[9, 1, 2], [9, 7, 7]]), scores)
+    assert out[0].argmax() == 0  # the whole text is written: end-of-sequence is now allowed and best
+
+
 def test_constrained_greedy_copies_the_text_and_leaves_free_rows_alone(inline: NerTask, tiny_tokenizer) -> None:
     """The untrained shipped base, asked for inline NER: constrained rows copy the text exactly (with whatever marks
     the model chooses); a row without a constraint generates what it would have anyway."""
