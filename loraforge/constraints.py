@@ -40,6 +40,41 @@ class Constraint(ABC):
         """Every byte `advance` could accept next: the search of the full vocabulary starts from these."""
 
 
+class ByteAutomaton(Constraint):
+    """A nondeterministic automaton given byte by byte: `step(state, byte)` yields the states that byte can lead
+    to. The constraint's state is the frozenset of states the automaton may be in, so ambiguous answers (a '[' that
+    is text or the start of a mark) need no look-ahead."""
+
+    @abstractmethod
+    def initial(self) -> Iterable[Any]:
+        """The automaton's states before the first byte."""
+
+    @abstractmethod
+    def step(self, state: Any, byte: int) -> Iterable[Any]:
+        """States after `byte` from `state`; none when the byte is not allowed there."""
+
+    @abstractmethod
+    def accepts(self, state: Any) -> bool:
+        """Whether a complete answer may end in `state`."""
+
+    def start(self) -> frozenset:
+        return frozenset(self.initial())
+
+    def advance(self, state: frozenset, data: bytes) -> frozenset | None:
+        for byte in data:
+            state = frozenset(after for s in state for after in self.step(s, byte))
+            if not state:
+                return None
+        return state
+
+    def can_end(self, state: frozenset) -> bool:
+        return any(self.accepts(s) for s in state)
+
+    def next_bytes(self, state: frozenset) -> set[int]:
+        """Tries every byte; override with a direct answer where the automaton makes that easy."""
+        return {b for b in range(256) if any(True for s in state for _ in self.step(s, b))}
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """What each token id writes, and the ids grouped by their first byte."""

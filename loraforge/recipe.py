@@ -83,8 +83,8 @@ class EvaluationSection:
     max_new_tokens: int | None = option(None, ge=1,
                                         help="Generation bound; default: from the longest training target.")
     max_records: int | None = option(None, ge=1, help="Score only the first N records of the split.")
-    constrained: bool = option(True, help="Keep generations to the answers the task allows, where it says (NER "
-                                          "inline: the text itself plus marks); see docs/tasks.md.")
+    constrained: bool = option(True, help="Keep generations to well-formed answers, where the task defines them "
+                                          "(NER: declared labels, mentions from the text); see docs/tasks.md.")
     baseline_shots: int | None = option(None, ge=0, help="Also score the base model (adapter off) prompted with "
                                                           "this many training examples (0 = zero-shot).")
 

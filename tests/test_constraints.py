@@ -63,21 +63,31 @@ def test_sentencepiece_style_tokens(tmp_path: Path) -> None:
     assert b"".join(table[i] for i in ids).decode() == " dose 5 µg"
 
 
-# ------------------------------------------------------------------------------------------------ automaton
-def test_inline_targets_are_accepted_and_end_exactly_there(inline: NerTask) -> None:
+# ------------------------------------------------------------------------------------------------ automata
+@pytest.fixture(scope="module")
+def lines() -> NerTask:
+    return NerTask(NerTask.Options(labels=list(LABELS)))
+
+
+@pytest.mark.parametrize("output", ["inline", "lines"])
+def test_targets_are_accepted_and_end_exactly_there(output: str) -> None:
+    task = NerTask(NerTask.Options(labels=list(LABELS), output=output))
     for r in records():
-        constraint = inline.constraint(r)
-        target = inline.format(r).target
+        constraint = task.constraint(r)
+        target = task.format(r).target
         state = constraint.advance(constraint.start(), target.encode())
         assert state is not None and constraint.can_end(state), target
-        assert not constraint.can_end(constraint.advance(constraint.start(), target[:-1].encode()))
+        if output == "inline":  # (a line answer may stop after any piece of the text)
+            assert not constraint.can_end(constraint.advance(constraint.start(), target[:-1].encode()))
+
+
+def accepter(task: NerTask, text: str):
+    c = task.constraint(Record({"text": text, "entities": []}, "t.jsonl", 1))
+    return c, lambda answer: c.advance(c.start(), answer.encode()) is not None
 
 
 def test_inline_rejects_what_is_not_the_text_with_marks(inline: NerTask) -> None:
-    r = Record({"text": "Give  aspirin 5 mg.", "entities": [{"start": 6, "end": 13, "label": "MEDICATION"}]},
-               "t.jsonl", 1)
-    c = inline.constraint(r)
-    accepts = lambda s: c.advance(c.start(), s.encode()) is not None  # noqa: E731
+    c, accepts = accepter(inline, "Give  aspirin 5 mg.")
     assert accepts("Give [MEDICATION aspirin] [DOSAGE 5 mg].") and accepts("\n Give aspirin")
     assert not accepts("Give  aspirin")  # whitespace is normalised, as in the targets
     assert not accepts("Give [DRUG aspirin]")  # undeclared label
@@ -88,20 +98,32 @@ def test_inline_rejects_what_is_not_the_text_with_marks(inline: NerTask) -> None
     assert not c.can_end(c.advance(c.start(), b"Give [MEDICATION aspirin 5 mg."))  # a mark left open
 
 
-def test_next_bytes_lists_exactly_what_advance_accepts(inline: NerTask) -> None:
+def test_lines_name_declared_labels_and_mentions_from_the_text(lines: NerTask) -> None:
+    c, accepts = accepter(lines, "Give  aspirin 5 mg, then aspirin.")
+    assert accepts("DOSAGE: 5 mg\nMEDICATION: aspirin\nMEDICATION: aspirin") and accepts(" none")
+    assert accepts("MEDICATION: aspirin 5")  # any piece of the text: the metric judges the span
+    assert not accepts("DRUG: aspirin")  # undeclared label
+    assert not accepts("MEDICATION: ibuprofen")  # not in the text
+    assert not accepts("MEDICATION: aspirin then")  # not a contiguous piece of it
+    assert not accepts("none\nMEDICATION: aspirin") and not accepts("MEDICATION: aspirin\nnone")
+    assert not accepts("MEDICATION: aspirin\n\nDOSAGE: 5 mg")  # no blank lines
+    assert not accepts("MEDICATION:  aspirin") and not accepts("DOSAGE: 5 \n")  # mentions are stripped
+    for unfinished in ("MEDICATION: ", "MEDICATION: aspirin\n", "MEDIC", "non"):
+        assert not c.can_end(c.advance(c.start(), unfinished.encode())), unfinished
+
+
+@pytest.mark.parametrize("output", ["inline", "lines"])
+def test_next_bytes_lists_exactly_what_advance_accepts(output: str) -> None:
+    task = NerTask(NerTask.Options(labels=list(LABELS), output=output))
     rng = random.Random(0)
     for r in records(30):
-        c = inline.constraint(r)
-        target = inline.format(r).target.encode()
-        for cut in sorted(rng.sample(range(len(target)), 6)):
+        c = task.constraint(r)
+        target = task.format(r).target.encode()
+        for cut in sorted(rng.sample(range(len(target)), min(6, len(target)))):
             state = c.advance(c.start(), target[:cut])
             accepted = {b for b in range(256) if c.advance(state, bytes([b])) is not None}
             assert c.next_bytes(state) == accepted
-
-
-def test_lines_output_is_left_free() -> None:
-    task = NerTask(NerTask.Options(labels=list(LABELS)))
-    assert task.constraint(records(1)[0]) is None
+            assert super(type(c), c).next_bytes(state) == accepted  # the generic answer agrees
 
 
 # ------------------------------------------------------------------------------------------------ generation

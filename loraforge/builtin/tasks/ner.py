@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ...components import Example, Record, Task
-from ...constraints import Constraint
+from ...constraints import ByteAutomaton, Constraint
 from ...errors import DataError
 from ...hookspecs import hookimpl
 from ...schema import option
@@ -258,11 +258,11 @@ class NerTask(Task):
     def reference(self, record: Record) -> Spans:
         return Spans(self._text(record), self._spans(record))
 
-    def constraint(self, record: Record) -> Constraint | None:
-        """Inline answers must be the text itself with marks added; line answers are left free."""
-        if self.options.output != "inline":
-            return None
-        return MarkedCopy(self._text(record), self.options.labels)
+    def constraint(self, record: Record) -> Constraint:
+        """Inline answers must be the text itself with marks added; line answers must name declared labels and
+        mentions found in the text."""
+        kind = MarkedCopy if self.options.output == "inline" else MentionLines
+        return kind(self._text(record), self.options.labels)
 
     def parse(self, generated: str, record: Record) -> Spans:
         """Map 'LABEL: mention' lines (or inline `[LABEL mention]` marks) to offsets; lenient about layout, strict
@@ -358,60 +358,67 @@ def _first_free(pattern: re.Pattern[str], text: str, pos: int, starts: list[int]
         return s, e
 
 
-_LEAD, _TEXT, _HEAD, _INSIDE = range(4)
+_LEAD, _TEXT, _HEAD, _INSIDE, _NONE, _LINE, _MENTION = range(7)
 _SPACE = frozenset(b" \t\n\r")
+_BLANK, _NEWLINE, _OPEN, _CLOSE = 0x20, 0x0A, 0x5B, 0x5D  # ' ', '\n', '[', ']'
 
 
-class MarkedCopy(Constraint):
-    """Answers that write `text` (whitespace normalised) exactly, with `[LABEL mention]` marks around non-empty
-    spans: the model still decides where entities are and what they are, but cannot misspell, skip or invent text.
+class _Heads:
+    """Typing one of a fixed set of byte strings (`LABEL: ` or `[LABEL `'s `LABEL `), one byte at a time."""
 
-    A state is a frozenset of (mode, position in the text, detail): a '[' in the text itself reads both as text and
-    as the start of a mark. Whitespace before the answer is allowed.
-    """
+    def __init__(self, heads: Iterable[bytes]) -> None:
+        self.heads = tuple(heads)
+
+    def step(self, typed: bytes, byte: int) -> tuple[bool, bytes] | None:
+        """(complete, typed so far) after `byte`, or None when no head continues that way."""
+        typed += bytes([byte])
+        if typed in self.heads:
+            return True, typed
+        return (False, typed) if any(h.startswith(typed) for h in self.heads) else None
+
+    def next_bytes(self, typed: bytes) -> set[int]:
+        return {h[len(typed)] for h in self.heads if h.startswith(typed) and len(h) > len(typed)}
+
+
+class MarkedCopy(ByteAutomaton):
+    """Inline answers: `text` (whitespace normalised) written out exactly, with `[LABEL mention]` marks around
+    non-empty spans. The model still decides where entities are and what they are, but cannot misspell, skip or
+    invent text. States are (mode, position in the text, detail); whitespace before the answer is allowed."""
 
     def __init__(self, text: str, labels: Sequence[str]) -> None:
         self.text = _normalize(text).encode()
-        self.heads = tuple(f"{label} ".encode() for label in labels)
+        self.heads = _Heads(f"{label} ".encode() for label in labels)
 
-    def start(self) -> frozenset:
-        return frozenset({(_LEAD, 0, 0)})
+    def initial(self) -> Iterable[tuple]:
+        return [(_LEAD, 0, 0)]
 
-    def advance(self, state: frozenset, data: bytes) -> frozenset | None:
-        for byte in data:
-            state = frozenset(nxt for s in state for nxt in self._step(s, byte))
-            if not state:
-                return None
-        return state
-
-    def _step(self, state: tuple, byte: int) -> Iterator[tuple]:
+    def step(self, state: tuple, byte: int) -> Iterator[tuple]:
         mode, i, detail = state
         text = self.text
         if mode == _HEAD:
-            typed = detail + bytes([byte])
-            if typed in self.heads:
-                yield _INSIDE, i, 0
-            elif any(h.startswith(typed) for h in self.heads):
-                yield _HEAD, i, typed
+            typed = self.heads.step(detail, byte)
+            if typed is not None:
+                yield (_INSIDE, i, 0) if typed[0] else (_HEAD, i, typed[1])
             return
         if mode == _LEAD and byte in _SPACE:
             yield _LEAD, i, 0
         if i < len(text) and text[i] == byte:
             yield (_INSIDE, i + 1, detail + 1) if mode == _INSIDE else (_TEXT, i + 1, 0)
         if mode == _INSIDE:
-            if byte == 0x5D and detail:  # ']' closes a non-empty mention
+            if byte == _CLOSE and detail:  # closes a non-empty mention
                 yield _TEXT, i, 0
-        elif byte == 0x5B and i < len(text):  # '[' opens a mark
+        elif byte == _OPEN and i < len(text):
             yield _HEAD, i, b""
 
-    def can_end(self, state: frozenset) -> bool:
-        return any(mode in (_LEAD, _TEXT) and i == len(self.text) for mode, i, _ in state)
+    def accepts(self, state: tuple) -> bool:
+        mode, i, _ = state
+        return mode in (_LEAD, _TEXT) and i == len(self.text)
 
     def next_bytes(self, state: frozenset) -> set[int]:
         allowed: set[int] = set()
         for mode, i, detail in state:
             if mode == _HEAD:
-                allowed |= {h[len(detail)] for h in self.heads if h.startswith(detail) and len(h) > len(detail)}
+                allowed |= self.heads.next_bytes(detail)
                 continue
             if i < len(self.text):
                 allowed.add(self.text[i])
@@ -419,9 +426,78 @@ class MarkedCopy(Constraint):
                 allowed |= _SPACE
             if mode == _INSIDE:
                 if detail:
-                    allowed.add(0x5D)
+                    allowed.add(_CLOSE)
             elif i < len(self.text):
-                allowed.add(0x5B)
+                allowed.add(_OPEN)
+        return allowed
+
+
+class MentionLines(ByteAutomaton):
+    """Line answers: `none`, or lines `LABEL: mention` where each mention is a non-empty piece of `text`
+    (whitespace normalised), so no line names a label that is not declared or a mention that is not in the text.
+    States are (mode, detail): the label typed so far, or the text positions where the mention so far ends."""
+
+    def __init__(self, text: str, labels: Sequence[str]) -> None:
+        self.text = _normalize(text).encode()
+        self.heads = _Heads(f"{label}: ".encode() for label in labels)
+        self.ends_after: dict[int, frozenset[int]] = {}  # first byte of a mention -> where it can end
+        for i, byte in enumerate(self.text):
+            if byte != _BLANK:  # mentions are stripped, as in the targets
+                self.ends_after[byte] = self.ends_after.get(byte, frozenset()) | {i + 1}
+
+    def initial(self) -> Iterable[tuple]:
+        return [(_LEAD, b"")]
+
+    def step(self, state: tuple, byte: int) -> Iterator[tuple]:
+        mode, detail = state
+        if mode == _MENTION:
+            text = self.text
+            if not detail:
+                ends = self.ends_after.get(byte)
+            else:
+                ends = frozenset(e + 1 for e in detail if e < len(text) and text[e] == byte)
+                if byte == _NEWLINE and self._complete(detail):
+                    yield _LINE, b""
+            if ends:
+                yield _MENTION, ends
+            return
+        if mode == _NONE:
+            if len(detail) < 4 and b"none"[len(detail)] == byte:
+                yield _NONE, detail + bytes([byte])
+            return
+        if mode == _LEAD:
+            if byte in _SPACE:
+                yield _LEAD, b""
+            if byte == b"n"[0]:
+                yield _NONE, b"n"
+        typed = self.heads.step(detail if mode == _HEAD else b"", byte)
+        if typed is not None:
+            yield (_MENTION, frozenset()) if typed[0] else (_HEAD, typed[1])
+
+    def accepts(self, state: tuple) -> bool:
+        mode, detail = state
+        return (mode == _NONE and detail == b"none") or (mode == _MENTION and self._complete(detail))
+
+    def _complete(self, ends: frozenset[int]) -> bool:
+        """A mention typed so far may end here: it is not empty and does not end in a space."""
+        return bool(ends) and self.text[next(iter(ends)) - 1] != _BLANK
+
+    def next_bytes(self, state: frozenset) -> set[int]:
+        allowed: set[int] = set()
+        for mode, detail in state:
+            if mode == _MENTION:
+                if not detail:
+                    allowed |= set(self.ends_after)
+                else:
+                    allowed |= {self.text[e] for e in detail if e < len(self.text)}
+                    if self._complete(detail):
+                        allowed.add(_NEWLINE)
+            elif mode == _NONE:
+                allowed |= {b"none"[len(detail)]} if len(detail) < 4 else set()
+            else:
+                allowed |= self.heads.next_bytes(detail if mode == _HEAD else b"")
+                if mode == _LEAD:
+                    allowed |= _SPACE | {b"n"[0]}
         return allowed
 
 
