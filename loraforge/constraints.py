@@ -75,6 +75,24 @@ class ByteAutomaton(Constraint):
         return {b for b in range(256) if any(True for s in state for _ in self.step(s, b))}
 
 
+class Choice(ByteAutomaton):
+    """Exactly one of a few strings (a class label, say); states are the bytes written so far."""
+
+    def __init__(self, options: Iterable[str]) -> None:
+        self.options = frozenset(o.encode() for o in options)
+        self.prefixes = frozenset(o[:n] for o in self.options for n in range(len(o) + 1))
+
+    def initial(self) -> Iterable[bytes]:
+        return [b""]
+
+    def step(self, state: bytes, byte: int) -> Iterable[bytes]:
+        typed = state + bytes([byte])
+        return [typed] if typed in self.prefixes else []
+
+    def accepts(self, state: bytes) -> bool:
+        return state in self.options
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """What each token id writes, and the ids grouped by their first byte."""

@@ -302,3 +302,14 @@ def test_quick_run_from_csv_writes_classification_metrics(tmp_path: Path, make_r
     generated = [json.loads(line) for line in (run.out_dir / "predictions-test.jsonl").read_text().splitlines()]
     parsed = [run.task.parse(g["generated"], r) for g, r in zip(generated, run.records["test"])]
     assert sum(p == INVALID for p in parsed) == m["invalid"]["count"]
+    # decoding is constrained to the labels: each answer is one, or one cut short by max_new_tokens
+    assert all(any(label.startswith(g["generated"]) for label in LABELS) for g in generated), generated
+
+
+def test_constraint_allows_exactly_the_labels(task: ClassificationTask) -> None:
+    c = task.constraint(Record({"text": "x", "label": LABELS[0]}, "t.jsonl", 1))
+    for label in LABELS:
+        assert c.can_end(c.advance(c.start(), label.encode()))
+        assert not c.can_end(c.advance(c.start(), label[:-1].encode()))
+    for wrong in (LABELS[0] + " ", " " + LABELS[0], LABELS[0].upper(), "invalid"):
+        assert c.advance(c.start(), wrong.encode()) is None

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ...components import Example, Metric, Record, Task
+from ...constraints import Choice
 from ...errors import did_you_mean
 from ...hookspecs import hookimpl
 from ...schema import option
@@ -114,6 +115,10 @@ class ClassificationTask(Task):
 
     def reference(self, record: Record) -> str:
         return record.data[self.options.label_field]
+
+    def constraint(self, record: Record) -> Choice:
+        """The answer is one declared label, written exactly."""
+        return Choice(self.options.labels)
 
     def parse(self, generated: str, record: Record) -> str:
         """A declared label, or INVALID. Exact match first, then case/space/punctuation-insensitive on the whole
