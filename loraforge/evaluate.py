@@ -1,4 +1,5 @@
-"""Scoring: batched greedy generation with a KV cache and left padding, parsed by the task, scored by metrics.
+"""Scoring: batched greedy generation with a KV cache and left padding, kept to the task's well-formed answers
+(`evaluation.constrained`), parsed by the task, scored by metrics.
 
 Records are sorted by prompt length so each batch pads little; results are put back in the original order.
 """
