@@ -76,21 +76,25 @@ class ByteAutomaton(Constraint):
 
 
 class Choice(ByteAutomaton):
-    """Exactly one of a few strings (a class label, say); states are the bytes written so far."""
+    """Exactly one of a few strings (a class label, say); states are the bytes written so far. Other automata use
+    one to type a keyword from a fixed set (`accepts`: a whole option; `partial`: one that can still grow)."""
 
     def __init__(self, options: Iterable[str]) -> None:
         self.options = frozenset(o.encode() for o in options)
-        self.prefixes = frozenset(o[:n] for o in self.options for n in range(len(o) + 1))
+        self.partial = frozenset(o[:n] for o in self.options for n in range(len(o)))
 
     def initial(self) -> Iterable[bytes]:
         return [b""]
 
     def step(self, state: bytes, byte: int) -> Iterable[bytes]:
         typed = state + bytes([byte])
-        return [typed] if typed in self.prefixes else []
+        return [typed] if typed in self.partial or typed in self.options else []
 
     def accepts(self, state: bytes) -> bool:
         return state in self.options
+
+    def next_bytes(self, state: Iterable[bytes]) -> set[int]:
+        return {o[len(s)] for s in state for o in self.options if len(o) > len(s) and o.startswith(s)}
 
 
 @dataclass(frozen=True)

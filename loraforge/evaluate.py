@@ -71,7 +71,8 @@ class EvalContext:
     split: str
     records: list[Record]
     _train: list[Any] | None = field(default=None, init=False, repr=False)
-    _vocabulary: Vocabulary | None = field(default=None, init=False, repr=False)
+    _constraints: tuple[list[Constraint | None] | None, Vocabulary | None] | None = field(default=None, init=False,
+                                                                                           repr=False)
 
     def train_references(self) -> list[Any]:
         """The task's references for the training records (for seen-vs-unseen breakdowns), computed once."""
@@ -80,15 +81,15 @@ class EvalContext:
         return self._train
 
     def constraints(self) -> tuple[list[Constraint | None] | None, Vocabulary | None]:
-        """The task's answer constraint per record and the tokenizer's vocabulary, when decoding is constrained."""
-        if not self.run.recipe.evaluation.constrained:
-            return None, None
-        constraints = [self.run.task.constraint(r) for r in self.records]
-        if all(c is None for c in constraints):
-            return None, None
-        if self._vocabulary is None:
-            self._vocabulary = Vocabulary.of(self.run.tokenizer)
-        return constraints, self._vocabulary
+        """The task's answer constraint per record and the tokenizer's vocabulary, when decoding is constrained;
+        built once (constraints hold no generation state) for the adapter and the baseline passes."""
+        if self._constraints is None:
+            self._constraints = None, None
+            if self.run.recipe.evaluation.constrained:
+                constraints = [self.run.task.constraint(r) for r in self.records]
+                if any(c is not None for c in constraints):
+                    self._constraints = constraints, Vocabulary.of(self.run.tokenizer)
+        return self._constraints
 
     def target_nll(self, adapted: bool = True) -> tuple[float, int]:
         """Summed negative log-likelihood of the split's targets given their prompts, and the token count.

@@ -113,6 +113,17 @@ def test_lines_name_declared_labels_and_mentions_from_the_text(lines: NerTask) -
 
 
 @pytest.mark.parametrize("output", ["inline", "lines"])
+def test_a_label_that_begins_another_leaves_both_open(output: str) -> None:
+    task = NerTask(NerTask.Options(labels=["DRUG", "DRUG NAME"], output=output))
+    c, accepts = accepter(task, "Give aspirin.")
+    if output == "inline":
+        assert accepts("Give [DRUG aspirin].") and accepts("Give [DRUG NAME aspirin].")
+    else:
+        assert accepts("DRUG: aspirin") and accepts("DRUG NAME: aspirin")
+    assert c.next_bytes(c.advance(c.start(), b"Give [DRUG " if output == "inline" else b"DRUG ")) >= {ord("N")}
+
+
+@pytest.mark.parametrize("output", ["inline", "lines"])
 def test_next_bytes_lists_exactly_what_advance_accepts(output: str) -> None:
     task = NerTask(NerTask.Options(labels=list(LABELS), output=output))
     rng = random.Random(0)

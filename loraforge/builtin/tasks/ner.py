@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from ...components import Example, Record, Task
-from ...constraints import ByteAutomaton, Constraint
+from ...constraints import ByteAutomaton, Choice, Constraint
 from ...errors import DataError
 from ...hookspecs import hookimpl
 from ...schema import option
@@ -363,23 +363,6 @@ _SPACE = frozenset(b" \t\n\r")
 _BLANK, _NEWLINE, _OPEN, _CLOSE = 0x20, 0x0A, 0x5B, 0x5D  # ' ', '\n', '[', ']'
 
 
-class _Heads:
-    """Typing one of a fixed set of byte strings (`LABEL: ` or `[LABEL `'s `LABEL `), one byte at a time."""
-
-    def __init__(self, heads: Iterable[bytes]) -> None:
-        self.heads = tuple(heads)
-
-    def step(self, typed: bytes, byte: int) -> tuple[bool, bytes] | None:
-        """(complete, typed so far) after `byte`, or None when no head continues that way."""
-        typed += bytes([byte])
-        if typed in self.heads:
-            return True, typed
-        return (False, typed) if any(h.startswith(typed) for h in self.heads) else None
-
-    def next_bytes(self, typed: bytes) -> set[int]:
-        return {h[len(typed)] for h in self.heads if h.startswith(typed) and len(h) > len(typed)}
-
-
 class MarkedCopy(ByteAutomaton):
     """Inline answers: `text` (whitespace normalised) written out exactly, with `[LABEL mention]` marks around
     non-empty spans. The model still decides where entities are and what they are, but cannot misspell, skip or
@@ -387,7 +370,7 @@ class MarkedCopy(ByteAutomaton):
 
     def __init__(self, text: str, labels: Sequence[str]) -> None:
         self.text = _normalize(text).encode()
-        self.heads = _Heads(f"{label} ".encode() for label in labels)
+        self.heads = Choice(f"{label} " for label in labels)
 
     def initial(self) -> Iterable[tuple]:
         return [(_LEAD, 0, 0)]
@@ -396,9 +379,11 @@ class MarkedCopy(ByteAutomaton):
         mode, i, detail = state
         text = self.text
         if mode == _HEAD:
-            typed = self.heads.step(detail, byte)
-            if typed is not None:
-                yield (_INSIDE, i, 0) if typed[0] else (_HEAD, i, typed[1])
+            for typed in self.heads.step(detail, byte):
+                if self.heads.accepts(typed):
+                    yield _INSIDE, i, 0
+                if typed in self.heads.partial:  # a longer label may start the same way
+                    yield _HEAD, i, typed
             return
         if mode == _LEAD and byte in _SPACE:
             yield _LEAD, i, 0
@@ -418,7 +403,7 @@ class MarkedCopy(ByteAutomaton):
         allowed: set[int] = set()
         for mode, i, detail in state:
             if mode == _HEAD:
-                allowed |= self.heads.next_bytes(detail)
+                allowed |= self.heads.next_bytes([detail])
                 continue
             if i < len(self.text):
                 allowed.add(self.text[i])
@@ -439,7 +424,7 @@ class MentionLines(ByteAutomaton):
 
     def __init__(self, text: str, labels: Sequence[str]) -> None:
         self.text = _normalize(text).encode()
-        self.heads = _Heads(f"{label}: ".encode() for label in labels)
+        self.heads = Choice(f"{label}: " for label in labels)
         self.ends_after: dict[int, frozenset[int]] = {}  # first byte of a mention -> where it can end
         for i, byte in enumerate(self.text):
             if byte != _BLANK:  # mentions are stripped, as in the targets
@@ -470,9 +455,11 @@ class MentionLines(ByteAutomaton):
                 yield _LEAD, b""
             if byte == b"n"[0]:
                 yield _NONE, b"n"
-        typed = self.heads.step(detail if mode == _HEAD else b"", byte)
-        if typed is not None:
-            yield (_MENTION, frozenset()) if typed[0] else (_HEAD, typed[1])
+        for typed in self.heads.step(detail if mode == _HEAD else b"", byte):
+            if self.heads.accepts(typed):
+                yield _MENTION, frozenset()
+            if typed in self.heads.partial:
+                yield _HEAD, typed
 
     def accepts(self, state: tuple) -> bool:
         mode, detail = state
@@ -495,7 +482,7 @@ class MentionLines(ByteAutomaton):
             elif mode == _NONE:
                 allowed |= {b"none"[len(detail)]} if len(detail) < 4 else set()
             else:
-                allowed |= self.heads.next_bytes(detail if mode == _HEAD else b"")
+                allowed |= self.heads.next_bytes([detail if mode == _HEAD else b""])
                 if mode == _LEAD:
                     allowed |= _SPACE | {b"n"[0]}
         return allowed
