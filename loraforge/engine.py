@@ -287,6 +287,9 @@ def load_model(run: Run) -> None:
         model = quantizer.prepare(model, recipe)
     elif recipe.training.gradient_checkpointing:
         model.gradient_checkpointing_enable()
+    from transformers import set_seed
+
+    set_seed(recipe.training.seed)  # the adapter's initial weights depend on the seed alone
     run.model = run.components["adapter"].attach(model, recipe)
     trainable, total = run.model.get_nb_trainable_parameters()
     run.summary["params"] = {"trainable": int(trainable), "total": int(total)}

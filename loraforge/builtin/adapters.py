@@ -26,6 +26,8 @@ class LoraOptions:
                                                            "(e.g. embed_tokens, lm_head).")
     use_dora: bool = option(False, help="Weight-decomposed LoRA (DoRA): also learns a magnitude per column.")
     use_rslora: bool = option(False, help="Rank-stabilised scaling lora_alpha / sqrt(r).")
+    fused: bool = option(True, help="One autograd node per LoRA layer, with a cheaper dropout mask: the same "
+                                    "function, faster (plain LoRA on torch.nn.Linear; others keep PEFT's forward).")
 
     def check(self) -> list[tuple[str, str]]:
         if isinstance(self.target_modules, list) and not self.target_modules:
@@ -88,7 +90,12 @@ class LoraAdapter(Adapter):
         if missing:
             raise RecipeError(f"modules_to_save names {', '.join(map(repr, missing))}, which the model lacks",
                               key="adapter.modules_to_save", file=recipe.path)
-        return get_peft_model(model, self.config())
+        model = get_peft_model(model, self.config())
+        if self.options.fused:
+            from .fused_lora import fuse
+
+            fuse(model)
+        return model
 
 
 class DoraAdapter(LoraAdapter):
