@@ -39,6 +39,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "checkpoint in the run folder, if any)")
     start.add_argument("--restart", action="store_true", help="start over, deleting the folder's checkpoints")
 
+    evaluate = sub.add_parser("eval", help="score a saved adapter, as the recipe's [evaluation] says",
+                              description="Evaluate a saved adapter without training: the recipe's evaluation "
+                                          "settings (change them with --set), the base model k-shot beside it "
+                                          "when baseline_shots is set. Writes metrics.json and predictions to "
+                                          "<run folder>/eval.")
+    _recipe_args(evaluate)
+    evaluate.add_argument("--adapter", type=Path, help="saved adapter folder (default: <run folder>/adapter, "
+                                                       "what `loraforge run` exported)")
+    evaluate.add_argument("--output", type=Path, help="where results go (default: <run folder>/eval)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress display")
+
     validate = sub.add_parser("validate", help="check a recipe, its plugins and its data without training",
                               description="Check the recipe, the plugins it names and its data files.")
     _recipe_args(validate)
@@ -89,6 +100,17 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     observers = () if args.quiet else (ConsoleReporter(console),)
     resume = "restart" if args.restart else (args.resume or "auto")
     run_recipe(recipe, observers, out_dir=args.output.resolve() if args.output else None, resume=resume)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, console: Console) -> int:
+    from .console import ConsoleReporter
+    from .engine import evaluate_saved
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    observers = () if args.quiet else (ConsoleReporter(console),)
+    evaluate_saved(recipe, args.adapter, observers, args.output.resolve() if args.output else None)
     return 0
 
 
@@ -196,8 +218,8 @@ def cmd_plugins(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "plan": cmd_plan, "sweep": cmd_sweep, "new": cmd_new, "explain": cmd_explain, "recipes": cmd_recipes,
-            "plugins": cmd_plugins}
+COMMANDS = {"run": cmd_run, "eval": cmd_eval, "validate": cmd_validate, "plan": cmd_plan, "sweep": cmd_sweep,
+            "new": cmd_new, "explain": cmd_explain, "recipes": cmd_recipes, "plugins": cmd_plugins}
 
 
 def quiet_libraries() -> None:

@@ -196,8 +196,12 @@ class ConsoleReporter:
         if run.error is not None:
             return
         s = run.summary
-        t = s.get("train", {})
+        t = s.get("train")
         params = s.get("params", {})
+        if t is None:  # `loraforge eval`: a saved adapter scored, nothing trained
+            self.console.print(f"[bold green]done[/] in {_duration(s.get('wall_time_s'))}: evaluated in "
+                               f"{_duration(s.get('evaluate_s'))} · {run.out_dir / 'metrics.json'}")
+            return
         self.console.print(
             f"[bold green]done[/] in {_duration(s.get('wall_time_s'))}: {t.get('steps')} steps, "
             f"{t.get('tokens_per_s')} tokens/s, trainable {params.get('trainable', 0):,} of "

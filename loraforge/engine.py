@@ -269,7 +269,8 @@ def execute(run: Run) -> Run:
     return run
 
 
-def load_model(run: Run) -> None:
+def load_model(run: Run, adapter_dir: Path | None = None) -> None:
+    """Tokenizer, base model (quantized if asked) and adapter: a new one, or the one saved in `adapter_dir`."""
     from .train import resolve_precision
 
     run.enter("load")
@@ -287,12 +288,28 @@ def load_model(run: Run) -> None:
         model = quantizer.prepare(model, recipe)
     elif recipe.training.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    from transformers import set_seed
+    if adapter_dir is not None:
+        run.model = load_adapter(model, adapter_dir, loader.describe())
+    else:
+        from transformers import set_seed
 
-    set_seed(recipe.training.seed)  # the adapter's initial weights depend on the seed alone
-    run.model = run.components["adapter"].attach(model, recipe)
+        set_seed(recipe.training.seed)  # the adapter's initial weights depend on the seed alone
+        run.model = run.components["adapter"].attach(model, recipe)
     trainable, total = run.model.get_nb_trainable_parameters()
     run.summary["params"] = {"trainable": int(trainable), "total": int(total)}
+
+
+def load_adapter(model: Any, folder: Path, model_name: str) -> Any:
+    """A saved PEFT adapter on the base model; one clear error when it was trained for another model."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"the adapter does not fit the recipe's model {model_name}: {reason}", file=folder,
+                       hint="Evaluate with the recipe it was trained with: its run folder holds a copy, "
+                            "recipe.toml.") from None
 
 
 def tokenize(run: Run) -> dict[str, Any]:
@@ -362,6 +379,47 @@ def predicted_vs_actual(run: Run) -> dict[str, Any]:
         if actual:
             out["calibrated_error"] = round(plan["calibrated_train_seconds"] / actual - 1, 3)
     return {"plan": out}
+
+
+def evaluate_saved(recipe: Recipe, adapter_dir: Path | None = None, observers: tuple[object, ...] = (),
+                   out_dir: Path | None = None) -> Run:
+    """`loraforge eval`: score a saved adapter as the recipe's [evaluation] says, without training.
+
+    The adapter defaults to the one the recipe's own run exported (<run folder>/adapter); results go to
+    <run folder>/eval (metrics.json, predictions), never over the run's own files.
+    """
+    from . import evaluate
+
+    with located(recipe):
+        home = default_out_dir(recipe)
+        adapter_dir = (adapter_dir or home / "adapter").resolve()
+        run = build(recipe, observers, out_dir or home / "eval")
+        split = recipe.evaluation.split
+        if split == "none":
+            raise RecipeError('evaluation.split is "none", so there is nothing to evaluate', file=recipe.path,
+                              key="evaluation.split", hint="Pass --set evaluation.split=test (or validation).")
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise RunError("no saved adapter here (adapter_config.json is missing)", file=adapter_dir,
+                           hint="Train one first with `loraforge run RECIPE`, or pass --adapter DIR.")
+        run.hook.on_run_start(run=run)
+        try:
+            load_model(run, adapter_dir)
+            run.out_dir.mkdir(parents=True, exist_ok=True)
+            run.enter("evaluate")
+            began = time.perf_counter()
+            run.metrics = evaluate.evaluate(run, split)
+            run.summary["evaluate_s"] = round(time.perf_counter() - began, 2)
+            run.hook.on_evaluate(run=run)
+            run.summary["wall_time_s"] = round(time.time() - run.started, 1)
+            write_json_atomic(run.out_dir / "metrics.json", {
+                "recipe": recipe.name, "adapter": str(adapter_dir), "model": run.components["model"].describe(),
+                **run.summary, "metrics": run.metrics, "warnings": run.warnings})
+        except BaseException as exc:
+            run.error = exc
+            raise
+        finally:
+            run.hook.on_run_end(run=run)
+    return run
 
 
 def run_recipe(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None,
