@@ -227,8 +227,10 @@ def target_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> An
 
     logits = outputs.logits
     kept = logits.shape[1]
-    shifted = labels[:, labels.shape[1] - kept + 1:]
-    loss = F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), shifted.reshape(-1),
+    # position t is scored against token t+1; the last kept position has nothing to predict. Padding the targets
+    # (rather than slicing the logits) keeps the logits contiguous: no copy, and no zero-filled slice gradient.
+    targets = F.pad(labels[:, labels.shape[1] - kept + 1:], (0, 1), value=IGNORE_INDEX)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
-    count = num_items_in_batch if num_items_in_batch is not None else (shifted != IGNORE_INDEX).sum()
+    count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
     return loss / count

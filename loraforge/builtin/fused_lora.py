@@ -58,9 +58,9 @@ def _function() -> Any:
                 a, b = lora_a.to(lora_dtype), lora_b.to(lora_dtype)
                 h = xl @ a.t()
                 if base_dtype == lora_dtype:
-                    y = torch.addmm(y, h, b.t(), alpha=scale)
+                    y.addmm_(h, b.t(), alpha=scale)
                 else:
-                    y = y + (h @ b.t()).mul_(scale).to(base_dtype)
+                    y += (h @ b.t()).mul_(scale).to(base_dtype)
             ctx.save_for_backward(weight, lora_a, lora_b, xl, h, keep)
             ctx.scale, ctx.base_dtype, ctx.lora_dtype = scale, base_dtype, lora_dtype
             ctx.x_dtype, ctx.has_bias = x.dtype, bias is not None
