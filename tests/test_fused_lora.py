@@ -144,3 +144,17 @@ def test_a_run_saves_the_same_adapter_either_way(make_recipe) -> None:
     assert any(t.abs().sum() > 0 for name, t in saved[0].items() if "lora_B" in name)  # it trained
     for name in saved[0]:
         torch.testing.assert_close(saved[0][name], saved[1][name], rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_checkpointing_recomputes_the_same_dropout_masks() -> None:
+    _, fused = peft_pair(dropout=0.3)
+    ids = torch.randint(3, 2048, (2, 16))
+    torch.manual_seed(3)
+    loss, grads = loss_and_grads(fused, ids)
+    fused.zero_grad(set_to_none=True)
+    fused.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    torch.manual_seed(3)
+    loss_ckpt, grads_ckpt = loss_and_grads(fused, ids)
+    assert loss_ckpt == pytest.approx(loss, rel=1e-6)
+    for name in grads:
+        torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-4, atol=1e-6)
