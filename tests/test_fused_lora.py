@@ -158,3 +158,21 @@ def test_gradient_checkpointing_recomputes_the_same_dropout_masks() -> None:
     assert loss_ckpt == pytest.approx(loss, rel=1e-6)
     for name in grads:
         torch.testing.assert_close(grads_ckpt[name], grads[name], rtol=1e-4, atol=1e-6)
+
+
+def test_trainable_base_bias_gets_its_gradient_and_a_trainable_weight_falls_back() -> None:
+    torch.manual_seed(4)
+    layer = torch.nn.Sequential(torch.nn.Linear(12, 6))
+    plain = get_peft_model(layer, LoraConfig(r=2, target_modules=["0"], bias="all", init_lora_weights=False))
+    fused = copy.deepcopy(plain)
+    fuse(fused)
+    x = torch.randn(5, 12)
+    for model in (plain, fused):
+        model(x).square().sum().backward()
+    bias = "base_model.model.0.base_layer.bias"
+    got, want = dict(fused.named_parameters())[bias].grad, dict(plain.named_parameters())[bias].grad
+    torch.testing.assert_close(got, want)
+    wrapped = fused.base_model.model[0]
+    assert wrapped.fused_adapter((), {}) == "default"
+    wrapped.base_layer.weight.requires_grad_(True)  # a full fine-tune of this weight needs PEFT's own path
+    assert wrapped.fused_adapter((), {}) is None

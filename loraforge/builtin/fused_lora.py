@@ -13,8 +13,8 @@ with one `torch.autograd.Function` and a cheaper mask:
 
 Parameters, names and state dict are PEFT's own, so saving, loading and merging are unchanged. A layer takes the
 fused path only when it is plain LoRA on a `torch.nn.Linear` with one active adapter (not DoRA, not quantized, not
-merged, no LoRA bias); anything else goes through PEFT's forward. Under autocast both matmuls run in the autocast
-dtype, as they would with PEFT.
+merged, no LoRA bias, base weight frozen); anything else goes through PEFT's forward. Under autocast both matmuls
+run in the autocast dtype, as they would with PEFT.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def _function() -> Any:
                     y += (h @ b.t()).mul_(scale).to(base_dtype)
             ctx.save_for_backward(weight, lora_a, lora_b, xl, h, keep)
             ctx.scale, ctx.base_dtype, ctx.lora_dtype = scale, base_dtype, lora_dtype
-            ctx.x_dtype, ctx.has_bias = x.dtype, bias is not None
+            ctx.x_dtype, ctx.bias_dtype = x.dtype, None if bias is None else bias.dtype
             return y.view(*x.shape[:-1], y.shape[-1])
 
         @staticmethod
@@ -85,8 +85,8 @@ def _function() -> Any:
                     grad_x = rows.to(ctx.base_dtype) @ weight.to(ctx.base_dtype)
                     grad_x = (grad_x + back.to(ctx.base_dtype)).to(ctx.x_dtype)
                     grad_x = grad_x.view(*grad.shape[:-1], grad_x.shape[-1])
-                if ctx.has_bias and needs[2]:
-                    grad_bias = rows.sum(0)
+                if ctx.bias_dtype is not None and needs[2]:
+                    grad_bias = rows.sum(0).to(ctx.bias_dtype)
             return grad_x, None, grad_bias, grad_a, grad_b, None, None, None, None
 
     return LoraLinearFunction
@@ -112,7 +112,7 @@ def fused_class() -> type:
                 return None
             name = self.active_adapters[0]
             if (name not in self.lora_A or name in self.lora_variant or self.lora_bias.get(name, False)
-                    or type(self.base_layer) is not torch.nn.Linear
+                    or type(self.base_layer) is not torch.nn.Linear or self.base_layer.weight.requires_grad
                     or not isinstance(self.lora_dropout[name], (torch.nn.Dropout, torch.nn.Identity))):
                 return None
             return name
