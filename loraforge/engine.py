@@ -243,30 +243,43 @@ def spec_dir(run: Run, spec: Any) -> str:
 
 def execute(run: Run) -> Run:
     """Stages 4-10. Observers hear about every phase; the run folder only ever holds complete files."""
-    from . import evaluate, train
+    from . import train
 
     prepare_out_dir(run)
-    run.hook.on_run_start(run=run)
-    try:
+    with lifecycle(run):
         load_model(run)
         datasets = tokenize(run)
         settle(run)
         run.summary["train"] = train.train(run, datasets)
         if run.is_main_process:  # other ranks are done once the Trainer is
             if run.recipe.evaluation.split != "none":
-                run.enter("evaluate")
-                began = time.perf_counter()
-                run.metrics = evaluate.evaluate(run, run.recipe.evaluation.split)
-                run.summary["evaluate_s"] = round(time.perf_counter() - began, 2)
-                run.hook.on_evaluate(run=run)
+                evaluate_stage(run, run.recipe.evaluation.split)
             export(run)
             finish(run)
+    return run
+
+
+@contextmanager
+def lifecycle(run: Run) -> Iterator[None]:
+    """on_run_start, then the stages; the error, if any, is on the run when on_run_end fires."""
+    run.hook.on_run_start(run=run)
+    try:
+        yield
     except BaseException as exc:
         run.error = exc
         raise
     finally:
         run.hook.on_run_end(run=run)
-    return run
+
+
+def evaluate_stage(run: Run, split: str) -> None:
+    from . import evaluate
+
+    run.enter("evaluate")
+    began = time.perf_counter()
+    run.metrics = evaluate.evaluate(run, split)
+    run.summary["evaluate_s"] = round(time.perf_counter() - began, 2)
+    run.hook.on_evaluate(run=run)
 
 
 def load_model(run: Run, adapter_dir: Path | None = None) -> None:
@@ -388,8 +401,6 @@ def evaluate_saved(recipe: Recipe, adapter_dir: Path | None = None, observers: t
     The adapter defaults to the one the recipe's own run exported (<run folder>/adapter); results go to
     <run folder>/eval (metrics.json, predictions), never over the run's own files.
     """
-    from . import evaluate
-
     with located(recipe):
         home = default_out_dir(recipe)
         adapter_dir = (adapter_dir or home / "adapter").resolve()
@@ -401,24 +412,14 @@ def evaluate_saved(recipe: Recipe, adapter_dir: Path | None = None, observers: t
         if not (adapter_dir / "adapter_config.json").is_file():
             raise RunError("no saved adapter here (adapter_config.json is missing)", file=adapter_dir,
                            hint="Train one first with `loraforge run RECIPE`, or pass --adapter DIR.")
-        run.hook.on_run_start(run=run)
-        try:
+        with lifecycle(run):
             load_model(run, adapter_dir)
             run.out_dir.mkdir(parents=True, exist_ok=True)
-            run.enter("evaluate")
-            began = time.perf_counter()
-            run.metrics = evaluate.evaluate(run, split)
-            run.summary["evaluate_s"] = round(time.perf_counter() - began, 2)
-            run.hook.on_evaluate(run=run)
+            evaluate_stage(run, split)
             run.summary["wall_time_s"] = round(time.time() - run.started, 1)
             write_json_atomic(run.out_dir / "metrics.json", {
                 "recipe": recipe.name, "adapter": str(adapter_dir), "model": run.components["model"].describe(),
                 **run.summary, "metrics": run.metrics, "warnings": run.warnings})
-        except BaseException as exc:
-            run.error = exc
-            raise
-        finally:
-            run.hook.on_run_end(run=run)
     return run
 
 

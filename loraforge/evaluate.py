@@ -159,7 +159,8 @@ def score(context: EvalContext, prompts: list[list[int]], max_new: int,
     constraints, vocabulary = context.constraints()
     with switch:
         texts = generate(run, prompts, max_new, run.recipe.evaluation.batch_size,
-                         label=split if adapted else f"{split} (base)", constraints=constraints, vocabulary=vocabulary)
+                         label=split if adapted else f"{split} (base)", constraints=constraints,
+                         vocabulary=vocabulary)
     predictions = [task.parse(t, r) for t, r in zip(texts, records)]
     references = [task.reference(r) for r in records]
     scores = {}

@@ -42,7 +42,7 @@ def _function() -> Any:
     import torch
 
     class LoraLinearFunction(torch.autograd.Function):
-        """y = x·Wᵀ + bias + scale·((x ⊙ keep)·Aᵀ)·Bᵀ, with matmuls in `base_dtype` (W) and `lora_dtype` (A, B)."""
+        """y = x·Wᵀ + bias + scale·((x ⊙ keep)·Aᵀ)·Bᵀ; W in `base_dtype`, A and B in `lora_dtype`."""
 
         @staticmethod
         def forward(ctx: Any, x: Any, weight: Any, bias: Any, lora_a: Any, lora_b: Any, keep: Any, scale: float,
