@@ -122,10 +122,12 @@ def once(recipe: Path, overrides: list[str], out: Path, index: int) -> dict[str,
     plain_f1, plain_unseen = plain_scores(recipe, overrides, plain["generations"])
     return {
         "loraforge": {"tokens_per_s": lf_train["tokens_per_s"], "padding_fraction": lf_train["padding_fraction"],
+                      "shared_prefix_fraction": lf_train["shared_prefix_fraction"],
                       "train_s": lf_train["runtime_s"], "eval_s": metrics["evaluate_s"], "wall_s": lf_wall,
                       "peak_rss_mib": lf_rss, "micro_f1": lf_seqeval["micro"]["f1"],
                       "unseen_recall": unseen_recall(lf_seqeval), "gflops": flops * lf_train["tokens_per_s"] / 1e9},
         "plain": {"tokens_per_s": plain["tokens_per_s"], "padding_fraction": plain["padding_fraction"],
+                  "shared_prefix_fraction": 0.0,
                   "train_s": plain["train_s"], "eval_s": plain["eval_s"], "wall_s": plain_wall,
                   "peak_rss_mib": plain_rss, "micro_f1": plain_f1, "unseen_recall": plain_unseen,
                   "gflops": flops * plain["tokens_per_s"] / 1e9},
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     peak = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
     print(f"matmul peak on this machine: fp32 {peak['float32']:.0f} GFLOP/s, bf16 {peak['bfloat16']:.0f} GFLOP/s")
     runs = [once(args.recipe, args.overrides, args.out, i) for i in range(args.repeat)]
-    rows = ["tokens_per_s", "padding_fraction", "train_s", "eval_s", "wall_s", "peak_rss_mib", "micro_f1",
+    rows = ["tokens_per_s", "padding_fraction", "shared_prefix_fraction", "train_s", "eval_s", "wall_s", "peak_rss_mib", "micro_f1",
             "unseen_recall", "gflops"]
     print(f"\nmedian of {args.repeat} run(s)      loraforge        plain    loraforge/plain")
     summary = {}

@@ -187,10 +187,9 @@ class _CountingCollator:
 
 def measure_training(recipe: Any, steps: int) -> Calibration:
     """Run `steps` real optimizer steps of `recipe` here and time every step after the first (warm-up)."""
-    from transformers import PrinterCallback, Trainer, TrainerCallback
+    from transformers import TrainerCallback
     from transformers.trainer_utils import SaveStrategy
 
-    from . import data as data_mod
     from . import engine, train
 
     if steps < 2:
@@ -201,21 +200,14 @@ def measure_training(recipe: Any, steps: int) -> Calibration:
         datasets = engine.tokenize(run)
         args = train.training_arguments(run, has_eval=False)
         args.max_steps, args.save_strategy = steps, SaveStrategy.NO
-        # the LM head on the target tail only, exactly when train.train does so
-        tail = bool(getattr(recipe.training, "logits_on_targets", False)) and hasattr(data_mod, "target_loss") \
-            and hasattr(train, "accepts_logits_to_keep") and train.accepts_logits_to_keep(run.model)
-        collator = _CountingCollator(data_mod.PadCollator(run.tokenizer.pad_token_id, **(
-            {"logits_on_targets": True} if tail else {})))
         marks: list[float] = []
 
         class Timer(TrainerCallback):
             def on_step_end(self, *a: Any, **k: Any) -> None:
                 marks.append(time.perf_counter())
 
-        trainer = Trainer(model=run.model, args=args, train_dataset=datasets["train"], data_collator=collator,
-                          compute_loss_func=data_mod.target_loss if tail else None,
-                          processing_class=run.tokenizer, callbacks=[Timer()])
-        trainer.remove_callback(PrinterCallback)
+        trainer = train.build_trainer(run, args, datasets["train"], callbacks=[Timer()])
+        trainer.data_collator = collator = _CountingCollator(trainer.data_collator)
         trainer.train()
     if len(marks) < 2:  # the Trainer stopped early (e.g. a non-finite loss)
         raise RunError(f"calibration ran {len(marks)} of {steps} steps; nothing to time", key="--calibrate-steps")

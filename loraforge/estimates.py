@@ -251,23 +251,29 @@ def knobs(m: MemoryInputs, memory_gib: float, grad_accum: int, longest: int | No
 
 
 def simulate_batches(lengths: list[int], prompts: list[int], batch: int, group_by_length: bool,
-                     seed: int = 42) -> tuple[int, int]:
-    """(padded tokens, LM-head positions) of one epoch. Each batch pads to its longest record; the Trainer's
-    length-grouped sampler sorts shuffled mega-batches of 50 batches. Logits start one before the batch's
-    earliest target (prompts are masked out of the loss)."""
+                     seed: int = 42, shared_prefix: int = 0) -> tuple[int, int, int]:
+    """(padded tokens, LM-head positions, shared-prefix savings) of one epoch. Each batch pads to its longest
+    record; the Trainer's length-grouped sampler sorts shuffled mega-batches of 50 batches. Logits start one before
+    the batch's earliest target (prompts are masked out of the loss). A prefix of `shared_prefix` tokens common to
+    every prompt runs once per batch, up to one before the batch's earliest target."""
+    from .data import MIN_SHARED_PREFIX
+
     order = list(range(len(lengths)))
     random.Random(seed).shuffle(order)
     if group_by_length:
         mega = 50 * batch
         order = [i for s in range(0, len(order), mega)
                  for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
-    padded = positions = 0
+    padded = positions = shared = 0
     for s in range(0, len(order), batch):
         rows = order[s:s + batch]
-        longest = max(lengths[i] for i in rows)
+        longest, first_target = max(lengths[i] for i in rows), min(prompts[i] for i in rows)
         padded += longest * len(rows)
-        positions += (longest - max(min(prompts[i] for i in rows) - 1, 0)) * len(rows)
-    return padded, positions
+        positions += (longest - max(first_target - 1, 0)) * len(rows)
+        prefix = min(shared_prefix, first_target - 1)
+        if prefix >= MIN_SHARED_PREFIX:
+            shared += prefix * (len(rows) - 1)
+    return padded, positions, shared
 
 
 def train_flops(padded: float, positions: float, body: int, head: int, lora: int, saved: int,

@@ -89,22 +89,27 @@ def offline_tokenizer(run: Any) -> Any | None:
     return tok
 
 
-def token_lengths(run: Any, tokenizer: Any | None) -> tuple[list[int], list[int], str, Any]:
-    """(prompt tokens, target tokens) per training example as training encodes them, the method, and a
-    counter; without a tokenizer ≈ characters/4 plus the chat template's tokens for instruct models."""
+def token_lengths(run: Any, tokenizer: Any | None) -> tuple[list[int], list[int], str, Any, int]:
+    """(prompt tokens, target tokens) per training example as training encodes them, the method, a counter,
+    and how many leading prompt tokens all examples share (0 unknown); without a tokenizer ≈ characters/4 plus
+    the chat template's tokens for instruct models."""
+    import os
+
     from .data import make_encoder
 
     examples = run.train_examples
     template_option = getattr(run.components["model"].options, "chat_template", "auto")
     if tokenizer is not None:
         enc = make_encoder(tokenizer, template_option)
-        return ([len(enc.prompt_ids(e.prompt)) for e in examples], [len(enc.target_ids(e.target)) for e in examples],
-                f"tokenized with the recipe's tokenizer ({len(tokenizer)} tokens)", enc.count)
+        prompts = [enc.prompt_ids(e.prompt) for e in examples]
+        return ([len(p) for p in prompts], [len(enc.target_ids(e.target)) for e in examples],
+                f"tokenized with the recipe's tokenizer ({len(tokenizer)} tokens)", enc.count,
+                len(os.path.commonprefix(prompts)) if prompts else 0)
     name = str(getattr(run.components["model"].options, "name", ""))
     extra = CHAT_TEMPLATE_TOKENS if "instruct" in name.lower() and template_option != "none" else 1
     count = lambda text: math.ceil(len(text) / 4)  # noqa: E731
     return ([count(e.prompt) + extra for e in examples], [count(e.target) + 1 for e in examples],
-            "estimated: characters / 4" + (f" + {extra} chat-template tokens" if extra > 1 else ""), count)
+            "estimated: characters / 4" + (f" + {extra} chat-template tokens" if extra > 1 else ""), count, 0)
 
 
 def parameters(run: Any, config: Any) -> tuple[Shapes, dict[str, Any]]:
@@ -145,7 +150,7 @@ def parameters(run: Any, config: Any) -> tuple[Shapes, dict[str, Any]]:
 def data_stats(run: Any, tokenizer: Any | None) -> tuple[dict[str, Any], Any]:
     """Token counts of the training set as training sees it: records over max_length dropped, batches padded."""
     t = run.recipe.training
-    prompts, targets, source, count = token_lengths(run, tokenizer)
+    prompts, targets, source, count, common = token_lengths(run, tokenizer)
     keep = [i for i in range(len(prompts)) if prompts[i] + targets[i] <= t.max_length]
     if not keep:
         raise RecipeError(f"no training record fits training.max_length ({t.max_length})", key="training.max_length",
@@ -153,10 +158,13 @@ def data_stats(run: Any, tokenizer: Any | None) -> tuple[dict[str, Any], Any]:
     prompts, targets = [prompts[i] for i in keep], [targets[i] for i in keep]
     lengths = [p + q for p, q in zip(prompts, targets)]
     tail = getattr(t, "logits_on_targets", False)  # the LM head runs from the batch's earliest target on
-    padded, positions = simulate_batches(lengths, prompts if tail else [1] * len(keep), t.batch_size,
-                                         t.group_by_length, t.seed)
+    # shared prefixes (training.share_prefix) need the tail and no checkpointing; training checks the rest
+    share = tail and getattr(t, "share_prefix", False) and not t.gradient_checkpointing
+    padded, positions, shared = simulate_batches(lengths, prompts if tail else [1] * len(keep), t.batch_size,
+                                                 t.group_by_length, t.seed, common if share else 0)
     return dict(source=source, records=len(keep), dropped=len(run.train_examples) - len(keep),
-                per_epoch=sum(lengths), padded_per_epoch=padded, head_positions_per_epoch=positions,
+                per_epoch=sum(lengths), padded_per_epoch=padded, shared_per_epoch=shared,
+                head_positions_per_epoch=positions,
                 longest=max(lengths), mean_prompt=sum(prompts) / len(keep), mean_target=sum(targets) / len(keep),
                 head_window=min(t.max_length, max(lengths) - min(prompts) + 1) if tail else t.max_length), count
 
@@ -223,8 +231,9 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
     head = sum(l.d * l.k for l in linear if l.name == shapes.output)
     saved = [l for l in linear if any(l.name == s or l.name.startswith(f"{s}.") for s in params["saved_names"])]
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    attention = 2 * m.layers * data["padded_per_epoch"] / data["records"] * m.heads * head_dim
-    flops = epochs * train_flops(data["padded_per_epoch"], data["head_positions_per_epoch"], m.quantizable, head,
+    computed = data["padded_per_epoch"] - data["shared_per_epoch"]  # positions the layers run
+    attention = 2 * m.layers * computed / data["records"] * m.heads * head_dim
+    flops = epochs * train_flops(computed, data["head_positions_per_epoch"], m.quantizable, head,
                                  params["lora"], sum(l.d * l.k for l in saved if l.name != shapes.output),
                                  attention, m.checkpointing, any(l.name == shapes.output for l in saved))
     mfu = mfu_range(dev, m.bits)
@@ -254,7 +263,7 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
                        note=dev.note),
         "params": params, "memory": memory, "tokens": data,
         "time": dict(steps=t.max_steps or math.ceil(math.ceil(batches / t.gradient_accumulation_steps) * epochs),
-                     epochs=epochs, flops_per_token=flops / (data["padded_per_epoch"] * epochs), train_flops=flops,
+                     epochs=epochs, flops_per_token=flops / (computed * epochs), train_flops=flops,
                      mfu=list(mfu), eval_records=eval_records, max_new_tokens=max_new, eval_seconds=evaluation),
         **result,
         "timeline": dict(records=records, records_per_person_day=RECORDS_PER_PERSON_DAY,
@@ -334,6 +343,9 @@ def render(p: dict[str, Any], console: Any) -> None:
     table.add_row("tokens / epoch", f"{tok['per_epoch']:,}", f"{tok['records']:,} records, {tok['source']}"
                   + (f"; {tok['dropped']} over max_length dropped" if tok["dropped"] else ""))
     table.add_row("with padding", f"{tok['padded_per_epoch']:,}", "each batch pads to its longest record")
+    if tok["shared_per_epoch"]:
+        table.add_row("shared prefixes", f"-{tok['shared_per_epoch']:,}", "prompt tokens common to a batch run once "
+                      "(training.share_prefix)")
     table.add_row("optimizer steps", f"{tm['steps']:,}", f"{tm['epochs']:g} epochs")
     table.add_row("FLOPs / token", f"{tm['flops_per_token']:.3g}", "≈ 4N: 2N forward + 2N input gradients (frozen "
                   "weights need no weight gradients)" + (" + 2N recompute" if mem["checkpointing"] else ""))

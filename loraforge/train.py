@@ -7,11 +7,13 @@ Because this is the stock Trainer, `accelerate launch -m loraforge run ...` and 
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import signal
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -177,32 +179,106 @@ def non_finite(run: Any, step: int) -> RunError:
                     hint="Lower training.learning_rate (or use precision \"fp32\") and start over with --restart.")
 
 
-def accepts_logits_to_keep(model: Any) -> bool:
-    """Whether the causal LM under the adapter can compute logits for the last positions only."""
+def _forward_parameters(model: Any) -> Any:
     import inspect
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return inspect.signature(base.forward).parameters
 
 
-def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
-    from transformers import PrinterCallback, Trainer
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the causal LM under the adapter can compute logits for the last positions only."""
+    return "logits_to_keep" in _forward_parameters(model)
 
-    run.enter("train")
-    train_set, eval_set = datasets["train"], datasets.get("validation")
-    args = training_arguments(run, eval_set is not None)
-    tokens = int(sum(train_set["length"]))
+
+def cache_argument(model: Any) -> str | None:
+    """The name under which the causal LM under the adapter takes a key/value cache (it changed within 5.x)."""
+    parameters = _forward_parameters(model)
+    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+
+
+def can_share_prefix(run: Any, args: Any) -> bool:
+    """Shared prefixes need a key/value cache that gradients flow through: one process (DDP, FSDP and DeepSpeed
+    wrap the forward), no activation checkpointing (the checkpointed layers drop the cache), logits on targets."""
+    t = run.recipe.training
+    return (t.share_prefix and t.logits_on_targets and args.world_size == 1 and accepts_logits_to_keep(run.model)
+            and cache_argument(run.model) is not None
+            and not any(getattr(m, "gradient_checkpointing", False) is True for m in run.model.modules()))
+
+
+def shared_prefix_inputs(model: Any, inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
+    """Run the batch's common prefix once, for one row, and return the inputs that continue every row from it.
+
+    The prefix's keys and values are expanded (not copied) to the batch, so the suffix attends to them exactly as
+    it would to its own row's prefix, and their gradients sum over the rows in backward: the loss and gradients
+    equal those of the full batch (the tests check it). Adapter dropout draws one mask for the shared prefix
+    instead of one per row."""
+    from transformers import DynamicCache
+
+    ids, mask = inputs["input_ids"], inputs["attention_mask"]
+    name = cache_argument(model)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cache = DynamicCache(config=base.config)
+    model(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix], use_cache=True, logits_to_keep=1,
+          **{name: cache})
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(len(ids), -1, -1, -1)
+        layer.values = layer.values.expand(len(ids), -1, -1, -1)
+    return {**inputs, "input_ids": ids[:, prefix:], "use_cache": True, name: cache}
+
+
+@functools.cache
+def _trainer_class() -> type:
+    from transformers import Trainer
+
+    class LoraforgeTrainer(Trainer):
+        """The stock Trainer, plus shared-prefix batches and a FLOP count that does not walk the model each step."""
+
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            prefix = inputs.pop("prefix_length", 0)
+            if prefix:
+                inputs = shared_prefix_inputs(model, inputs, prefix)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+        def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+            if "input_ids" not in inputs:
+                return super().floating_point_ops(inputs)
+            if not hasattr(self, "_flops_per_token"):
+                import torch
+
+                self._flops_per_token = super().floating_point_ops({"input_ids": torch.zeros(1, 1)})
+            return self._flops_per_token * inputs["input_ids"].numel()
+
+    return LoraforgeTrainer
+
+
+def build_trainer(run: Any, args: Any, train_set: Any, eval_set: Any = None, callbacks: Sequence[Any] = ()) -> Any:
+    """The Trainer for `run`: our collator and loss (logits on targets, shared prefixes where they apply)."""
+    from transformers import PrinterCallback
+
     tail_only = run.recipe.training.logits_on_targets and accepts_logits_to_keep(run.model)
-    collator = PadCollator(run.tokenizer.pad_token_id, logits_on_targets=tail_only)
-    trainer = Trainer(
+    collator = PadCollator(run.tokenizer.pad_token_id, logits_on_targets=tail_only,
+                           share_prefix=can_share_prefix(run, args))
+    trainer = _trainer_class()(
         model=run.model, args=args, train_dataset=train_set,
         eval_dataset=eval_set if args.eval_strategy != "no" else None,
         data_collator=collator,
         compute_loss_func=target_loss if tail_only else None,
         processing_class=run.tokenizer,
-        callbacks=[_callback(run, interrupt := InterruptFlag())],
+        callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # progress is reported through the lifecycle hooks
+    return trainer
+
+
+def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
+    run.enter("train")
+    train_set, eval_set = datasets["train"], datasets.get("validation")
+    args = training_arguments(run, eval_set is not None)
+    tokens = int(sum(train_set["length"]))
+    trainer = build_trainer(run, args, train_set, eval_set, [_callback(run, interrupt := InterruptFlag())])
     start = time.perf_counter()
     with interrupt:
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
@@ -226,16 +302,24 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
         "tokens": int(tokens * epochs),
         "tokens_per_s": round(tokens * epochs / seconds, 1) if seconds else None,
         "records": len(train_set),
-        "padding_fraction": padding_fraction(trainer, train_set["length"]),
+        **batch_shares(trainer, train_set),
     }
 
 
-def padding_fraction(trainer: Any, lengths: list[int]) -> float | None:
-    """Share of padded positions in one epoch of the batches the Trainer's sampler draws."""
+def batch_shares(trainer: Any, train_set: Any) -> dict[str, float | None]:
+    """For one epoch of the batches the Trainer's sampler draws: the share of padded positions, and the share of
+    real tokens that shared prefixes run once per batch instead of once per row."""
     try:
         batches = list(trainer.get_train_dataloader().batch_sampler)
     except (AttributeError, TypeError):
-        return None
+        return {"padding_fraction": None, "shared_prefix_fraction": None}
+    lengths = train_set["length"]
     real = sum(lengths[i] for batch in batches for i in batch)
     padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches if batch)
-    return round(1 - real / padded, 4) if padded else None
+    shared = 0
+    if getattr(trainer.data_collator, "share_prefix", False):
+        for batch in batches:
+            prefix = trainer.data_collator([train_set[i] for i in batch]).get("prefix_length", 0)
+            shared += prefix * (len(batch) - 1)
+    return {"padding_fraction": round(1 - real / padded, 4) if padded else None,
+            "shared_prefix_fraction": round(shared / real, 4) if real else None}

@@ -21,7 +21,8 @@ def test_bench_compare_runs_both_sides_and_prints_every_figure(tmp_path, cache_e
          "--set", "evaluation.max_new_tokens=8"],
         env={**os.environ, **cache_env}, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
-    for row in ("tokens_per_s", "padding_fraction", "train_s", "eval_s", "peak_rss_mib", "micro_f1", "unseen_recall", "gflops",
+    for row in ("tokens_per_s", "padding_fraction", "shared_prefix_fraction", "train_s", "eval_s", "peak_rss_mib",
+                "micro_f1", "unseen_recall", "gflops",
                 "matmul peak", "speed-ups"):
         assert row in done.stdout
     report = json.loads((tmp_path / "bench.json").read_text())

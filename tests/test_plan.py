@@ -153,7 +153,11 @@ def test_does_not_fit_and_names_the_knob():
 
 def test_padding_and_flops():
     # grouped by length: [10, 9] and [3, 2] pad to 20 + 6 tokens; the head runs from the earliest target on
-    assert simulate_batches([10, 2, 3, 9], [4, 1, 2, 5], 2, group_by_length=True) == (26, 2 * (10 - 3) + 2 * 3)
+    assert simulate_batches([10, 2, 3, 9], [4, 1, 2, 5], 2, group_by_length=True) == (26, 2 * (10 - 3) + 2 * 3, 0)
+    # a prefix common to every prompt runs once per batch, up to one before the batch's earliest target
+    assert simulate_batches([20] * 4, [12] * 4, 2, group_by_length=False, shared_prefix=10)[2] == 2 * 10
+    assert simulate_batches([20] * 4, [9] * 4, 2, group_by_length=False, shared_prefix=10)[2] == 2 * 8
+    assert simulate_batches([20] * 4, [12] * 4, 2, group_by_length=False, shared_prefix=5)[2] == 0  # too short
     n = 1_000_000
     assert train_flops(1, 0, n, 0, 0, 0, 0.0, checkpointing=False) == 4 * n  # LoRA: no weight gradients
     assert train_flops(1, 0, n, 0, 0, 0, 0.0, checkpointing=True) == 6 * n  # one more forward
@@ -224,6 +228,9 @@ def test_tiny_recipe_calibrates_in_seconds(capsys, loraforge_cache):
     assert time.perf_counter() - began < 60
     assert plan["params"]["matches_peft"]
     assert plan["tokens"]["source"].startswith("tokenized") and plan["tokens"]["records"] == 64
+    # the instruction template every prompt starts with runs once per batch of 8
+    tokens = plan["tokens"]
+    assert 0.2 * tokens["per_epoch"] < tokens["shared_per_epoch"] < tokens["per_epoch"]
     assert plan["calibration"]["steps"] == 2 and plan["calibrated_train_seconds"] > 0
     real = plan["calibration"]["real_model_params"]  # PEFT's count on the model calibration trained
     assert (real["trainable"], real["total"]) == (plan["params"]["trainable"], plan["params"]["total"])

@@ -1,0 +1,97 @@
+"""Shared prefixes: a batch's common prompt prefix runs once, and the loss and gradients stay those of the batch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ROOT, ner_recipe, ner_records
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
+
+from loraforge.builtin.fused_lora import fuse
+from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
+from loraforge.engine import run_recipe
+from loraforge.recipe import load_recipe
+from loraforge.train import shared_prefix_inputs
+
+
+def features(prefix: list[int], middles: list[int], targets: list[int]) -> list[dict[str, list[int]]]:
+    """Rows that start with `prefix`, then a prompt part and a target part of the given lengths."""
+    generator = torch.Generator().manual_seed(0)
+    out = []
+    for m, t in zip(middles, targets):
+        rest = torch.randint(3, 2048, (m + t,), generator=generator).tolist()
+        ids = prefix + rest
+        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (len(prefix) + m) + rest[m:]})
+    return out
+
+
+def test_collator_finds_the_common_prefix_before_the_earliest_target() -> None:
+    collate = PadCollator(pad_token_id=2, logits_on_targets=True, share_prefix=True, min_prefix=8)
+    prefix = list(range(10, 30))  # 20 tokens every row has
+    assert collate(features(prefix, [5, 9, 3], [4, 6, 2]))["prefix_length"] == 20
+    # a row whose prompt ends inside the common part: the prefix stops one before its first target
+    rows = features(prefix, [5, 9], [4, 6]) + [{"input_ids": prefix + [7, 8], "labels": [IGNORE_INDEX] * 12 + prefix[12:] + [7, 8]}]
+    assert collate(rows)["prefix_length"] == 11
+    # shorter than min_prefix, or rows that differ from the first token: nothing shared
+    assert collate(features(prefix[:5], [5, 9], [4, 6]))["prefix_length"] == 0
+    assert collate(features([], [5, 9], [4, 6]))["prefix_length"] == 0
+    # off unless asked, and a single row shares with no one
+    assert "prefix_length" not in PadCollator(pad_token_id=2, logits_on_targets=True)(features(prefix, [5], [4]))
+    assert "prefix_length" not in collate(features(prefix, [5], [4]))
+
+
+@pytest.mark.parametrize("fused, middles, targets, prefix", [
+    (False, [6, 0, 11, 3], [7, 12, 4, 9], 23),  # row 2's target starts right after the 24 common tokens
+    (True, [6, 0, 11, 3], [7, 12, 4, 9], 23),
+    (True, [5, 5, 5], [8, 8, 8], 24),  # no padding at all
+])
+def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: bool, middles: list[int],
+                                                                      targets: list[int], prefix: int) -> None:
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(ROOT / "data" / "tiny_base" / "model"),
+                           LoraConfig(r=4, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False))
+    if fused:
+        fuse(model)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    batch = PadCollator(pad_token_id=2, logits_on_targets=True, share_prefix=True)(
+        features(list(range(40, 64)), middles, targets))
+    assert batch.pop("prefix_length") == prefix
+    labels = batch.pop("labels")
+
+    full = target_loss(model(**batch), labels)
+    full_grads = torch.autograd.grad(full, params)
+    inputs = shared_prefix_inputs(model, batch, prefix)
+    assert inputs["input_ids"].shape[1] == batch["input_ids"].shape[1] - prefix
+    shared = target_loss(model(**inputs), labels)
+    shared_grads = torch.autograd.grad(shared, params)
+    torch.testing.assert_close(shared, full)
+    for got, want in zip(shared_grads, full_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+
+def quick_run(make_recipe, share: bool, **training: object):
+    path = make_recipe(ner_recipe(adapter={"type": "lora", "r": 4, "lora_dropout": 0.0,
+                                           "target_modules": ["q_proj", "v_proj"]},
+                                  training={"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2,
+                                            "precision": "fp32", "share_prefix": share, **training},
+                                  evaluation={"split": "none"}, output={"dir": f"run-{share}-{len(training)}"}),
+                       name=f"recipe-{share}-{len(training)}.toml", data={"train": ner_records(16)})
+    run = run_recipe(load_recipe(path))
+    return run.summary["train"], load_file(run.out_dir / "adapter" / "adapter_model.safetensors")
+
+
+def test_a_run_with_shared_prefixes_trains_the_same_adapter(make_recipe) -> None:
+    (stats, shared), (plain_stats, plain) = quick_run(make_recipe, True), quick_run(make_recipe, False)
+    assert stats["shared_prefix_fraction"] > 0.2  # the instruction template, once per batch of 4
+    assert plain_stats["shared_prefix_fraction"] == 0
+    assert any(t.abs().sum() > 0 for name, t in shared.items() if "lora_B" in name)  # it trained
+    for name in plain:
+        torch.testing.assert_close(shared[name], plain[name], rtol=1e-4, atol=1e-5)
+
+
+def test_gradient_checkpointing_turns_sharing_off(make_recipe) -> None:
+    stats, _ = quick_run(make_recipe, True, gradient_checkpointing=True)
+    assert stats["shared_prefix_fraction"] == 0
