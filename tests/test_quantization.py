@@ -41,6 +41,7 @@ def test_qlora_trains_a_4bit_base(qlora_run) -> None:
     kinds = {type(m).__name__ for name, m in qlora_run.model.named_modules() if name.endswith("base_layer")}
     assert kinds == {"Linear4bit"}
     assert qlora_run.summary["train"]["steps"] == 4
+    assert qlora_run.summary["train"]["shared_prefix_fraction"] > 0  # the 4-bit layers run the shared prefix too
     losses = [e["loss"] for e in map(json.loads, (qlora_run.out_dir / "log.jsonl").read_text().splitlines())
               if "loss" in e]
     assert losses[-1] < losses[0]
