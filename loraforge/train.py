@@ -306,9 +306,10 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def batch_shares(trainer: Any, train_set: Any) -> dict[str, float | None]:
+def batch_shares(trainer: Any, train_set: Any, sample: int = 256) -> dict[str, float | None]:
     """For one epoch of the batches the Trainer's sampler draws: the share of padded positions, and the share of
-    real tokens that shared prefixes run once per batch instead of once per row."""
+    real tokens that shared prefixes run once per batch instead of once per row (collated again for at most
+    `sample` evenly spaced batches)."""
     try:
         batches = list(trainer.get_train_dataloader().batch_sampler)
     except (AttributeError, TypeError):
@@ -316,10 +317,12 @@ def batch_shares(trainer: Any, train_set: Any) -> dict[str, float | None]:
     lengths = train_set["length"]
     real = sum(lengths[i] for batch in batches for i in batch)
     padded = sum(max(lengths[i] for i in batch) * len(batch) for batch in batches if batch)
-    shared = 0
-    if getattr(trainer.data_collator, "share_prefix", False):
-        for batch in batches:
-            prefix = trainer.data_collator([train_set[i] for i in batch]).get("prefix_length", 0)
-            shared += prefix * (len(batch) - 1)
-    return {"padding_fraction": round(1 - real / padded, 4) if padded else None,
-            "shared_prefix_fraction": round(shared / real, 4) if real else None}
+    shared = None
+    if real:
+        shared = 0.0
+        if getattr(trainer.data_collator, "share_prefix", False):
+            some = batches[::max(1, len(batches) // sample)]
+            saved = sum(trainer.data_collator([train_set[i] for i in batch]).get("prefix_length", 0)
+                        * (len(batch) - 1) for batch in some)
+            shared = round(saved / sum(lengths[i] for batch in some for i in batch), 4)
+    return {"padding_fraction": round(1 - real / padded, 4) if padded else None, "shared_prefix_fraction": shared}
