@@ -203,7 +203,8 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
         raise RecipeError("must be at least 1", key="--sweep-points")
     if calibrate and calibrate_steps < 2:
         raise RecipeError("must be at least 2: the first step is warm-up and is not timed", key="--calibrate-steps")
-    dev = resolve_device(device)
+    # on this CPU, the matmul peak of the precision the recipe trains in (`auto`: bf16 where the CPU has it)
+    dev = resolve_device(device, bf16={"bf16": True, "fp32": False}.get(recipe.training.precision))
     run = engine.build(recipe)
     t, e, loader = recipe.training, recipe.evaluation, run.components["model"]
     tokenizer = offline_tokenizer(run)

@@ -227,6 +227,7 @@ def test_tiny_recipe_calibrates_in_seconds(capsys, loraforge_cache):
                      *[a for s in shrink for a in ("--set", s)])
     assert time.perf_counter() - began < 60
     assert plan["params"]["matches_peft"]
+    assert "fp32 matmul" in plan["device"]["note"]  # the recipe trains in fp32: that peak, not bf16's
     assert plan["tokens"]["source"].startswith("tokenized") and plan["tokens"]["records"] == 64
     # the instruction template every prompt starts with runs once per batch of 8
     tokens = plan["tokens"]
