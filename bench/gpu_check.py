@@ -1,5 +1,7 @@
 """One-GPU check of the CUDA paths: a Llama-3.1-8B-shaped model with random weights (no download), a few QLoRA
 and LoRA training steps, peak GPU memory and tokens/s for each, with `loraforge plan`'s prediction beside them.
+Then, on a small model under bf16 autocast, loraforge's own layers against PEFT's: the fused LoRA layers, and the
+fused layers with a shared prefix, each as loss and gradient differences from PEFT on the full batch.
 
     python bench/gpu_check.py                 # on a CUDA machine, ~3-6 minutes on one A100/H100/H200
     python bench/gpu_check.py --smoke         # a 2-layer model of the same shape family, runs on a CPU
@@ -102,6 +104,52 @@ def measure(quantized: bool, args: argparse.Namespace, folder: Path, device: str
     return result
 
 
+def paths(folder: Path, device: str) -> dict:
+    """Loss and gradients of the fused layers, and of the fused layers with a shared prefix, against PEFT's layers
+    on the full batch: |Δloss| / loss, and the largest ‖Δgrad‖ / ‖grad‖ over the adapter's weights."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from loraforge.builtin.fused_lora import fuse
+    from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
+    from loraforge.train import shared_prefix_inputs
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, device_map={"": device})
+    peft = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules="all-linear",
+                                            init_lora_weights=False))
+    fused = copy.deepcopy(peft)
+    fuse(fused)
+    vocab = model.config.vocab_size
+    prefix = torch.randint(3, vocab, (48,)).tolist()
+    rows = []
+    for middle, target in ((12, 30), (3, 41), (20, 9), (7, 25)):
+        rest = torch.randint(3, vocab, (middle + target,)).tolist()
+        rows.append({"input_ids": prefix + rest, "labels": [IGNORE_INDEX] * (48 + middle) + rest[middle:]})
+    batch = PadCollator(0, logits_on_targets=True, share_prefix=True)(rows)
+    shared, labels = batch.pop("prefix_length"), batch.pop("labels").to(device)
+    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+    def loss_and_grads(m, share: bool) -> tuple[float, list]:
+        m.train()
+        with torch.autocast(device, dtype=torch.bfloat16):
+            inputs = shared_prefix_inputs(m, batch, shared) if share else batch
+            loss = target_loss(m(**inputs), labels)
+        params = [p for p in m.parameters() if p.requires_grad]
+        return float(loss), [g.float() for g in torch.autograd.grad(loss, params)]
+
+    def difference(a: tuple[float, list], b: tuple[float, list]) -> dict:
+        return {"loss_rel": abs(a[0] - b[0]) / b[0],
+                "grad_rel_max": max(float((g - w).norm() / w.norm()) for g, w in zip(a[1], b[1]))}
+
+    reference, full, share = loss_and_grads(peft, False), loss_and_grads(fused, False), loss_and_grads(fused, True)
+    return {"shared_prefix_tokens": shared, "fused": difference(full, reference),
+            "fused_shared_prefix": difference(share, reference), "shared_against_unshared": difference(share, full)}
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import LlamaConfig
@@ -134,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{got['peak_memory_gib']:.2f} GiB (plan {want['memory_gib']:.2f}), "
               f"{got['tokens_per_s']:,.0f} tokens/s (plan {want['tokens_per_s'][0]:,.0f}–"
               f"{want['tokens_per_s'][1]:,.0f}), trainable {got['trainable']:,}")
+    small = LlamaConfig(vocab_size=1024, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                        num_attention_heads=8, num_key_value_heads=2, tie_word_embeddings=False)
+    report["paths"] = paths(random_checkpoint(small, args.checkpoint / "smoke", device), device)
+    for name, against in (("fused", "PEFT's layers"), ("fused_shared_prefix", "PEFT's layers"),
+                          ("shared_against_unshared", "the fused layers on the full batch")):
+        diff = report["paths"][name]
+        print(f"{name:24} against {against}, bf16 autocast on {device}: |Δloss|/loss {diff['loss_rel']:.1e}, "
+              f"largest ‖Δgrad‖/‖grad‖ {diff['grad_rel_max']:.1e}")
     print(json.dumps(report))
     return 0
 
