@@ -228,9 +228,15 @@ class PadCollator:
             batch["logits_to_keep"] = longest - max(first_target - 1, 0)
             if self.share_prefix and len(features) > 1:
                 common = int((ids == ids[:1]).all(dim=0).int().cumprod(dim=0).sum())
-                prefix = min(common, first_target - 1)  # no logit the loss needs falls inside the prefix
-                batch["prefix_length"] = prefix if prefix >= self.min_prefix else 0
+                batch["prefix_length"] = shared_prefix_length(common, first_target, self.min_prefix)
         return batch
+
+
+def shared_prefix_length(common: int, first_target: int, minimum: int = MIN_SHARED_PREFIX) -> int:
+    """How much of a batch's `common` leading tokens runs once: up to one before the earliest target (no logit
+    the loss needs falls inside it), and nothing when that leaves fewer than `minimum` tokens."""
+    prefix = min(common, first_target - 1)
+    return prefix if prefix >= minimum else 0
 
 
 def target_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:

@@ -358,21 +358,19 @@ def export(run: Run) -> None:
 def finish(run: Run) -> None:
     from . import plots
 
-    run.summary["wall_time_s"] = round(time.time() - run.started, 1)
     if plots.available():
         plots.loss_curve(run.out_dir / "log.jsonl", run.out_dir / "loss.png")
     else:
         run.warn("no loss curve drawn: install the plot extra (pip install 'loraforge[plot]')")
-    report = {
-        "recipe": run.recipe.name,
-        **predicted_vs_actual(run),
-        "model": run.components["model"].describe(),
-        **run.summary,
-        "metrics": run.metrics,
-        "exports": run.exports,
-        "warnings": run.warnings,
-    }
-    write_json_atomic(run.out_dir / "metrics.json", report)
+    write_report(run, **predicted_vs_actual(run), exports=run.exports)
+
+
+def write_report(run: Run, **extra: Any) -> None:
+    """metrics.json: the recipe, the model, `extra`, the run's summary (wall time included), metrics, warnings."""
+    run.summary["wall_time_s"] = round(time.time() - run.started, 1)
+    write_json_atomic(run.out_dir / "metrics.json", {
+        "recipe": run.recipe.name, "model": run.components["model"].describe(), **extra, **run.summary,
+        "metrics": run.metrics, "warnings": run.warnings})
 
 
 def predicted_vs_actual(run: Run) -> dict[str, Any]:
@@ -416,10 +414,7 @@ def evaluate_saved(recipe: Recipe, adapter_dir: Path | None = None, observers: t
             load_model(run, adapter_dir)
             run.out_dir.mkdir(parents=True, exist_ok=True)
             evaluate_stage(run, split)
-            run.summary["wall_time_s"] = round(time.time() - run.started, 1)
-            write_json_atomic(run.out_dir / "metrics.json", {
-                "recipe": recipe.name, "adapter": str(adapter_dir), "model": run.components["model"].describe(),
-                **run.summary, "metrics": run.metrics, "warnings": run.warnings})
+            write_report(run, adapter=str(adapter_dir))
     return run
 
 

@@ -256,7 +256,7 @@ def simulate_batches(lengths: list[int], prompts: list[int], batch: int, group_b
     record; the Trainer's length-grouped sampler sorts shuffled mega-batches of 50 batches. Logits start one before
     the batch's earliest target (prompts are masked out of the loss). A prefix of `shared_prefix` tokens common to
     every prompt runs once per batch, up to one before the batch's earliest target."""
-    from .data import MIN_SHARED_PREFIX
+    from .data import shared_prefix_length
 
     order = list(range(len(lengths)))
     random.Random(seed).shuffle(order)
@@ -270,9 +270,7 @@ def simulate_batches(lengths: list[int], prompts: list[int], batch: int, group_b
         longest, first_target = max(lengths[i] for i in rows), min(prompts[i] for i in rows)
         padded += longest * len(rows)
         positions += (longest - max(first_target - 1, 0)) * len(rows)
-        prefix = min(shared_prefix, first_target - 1)
-        if prefix >= MIN_SHARED_PREFIX:
-            shared += prefix * (len(rows) - 1)
+        shared += shared_prefix_length(shared_prefix, first_target) * (len(rows) - 1)
     return padded, positions, shared
 
 

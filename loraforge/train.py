@@ -179,11 +179,21 @@ def non_finite(run: Any, step: int) -> RunError:
                     hint="Lower training.learning_rate (or use precision \"fp32\") and start over with --restart.")
 
 
-def _forward_parameters(model: Any) -> Any:
+def _causal_lm(model: Any) -> Any:
+    """The causal LM under the adapter."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+@functools.cache
+def _forward_parameters_of(cls: type) -> frozenset[str]:
     import inspect
 
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return inspect.signature(base.forward).parameters
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def _forward_parameters(model: Any) -> frozenset[str]:
+    """The causal LM's forward() parameter names, looked up once per model class (shared prefixes ask each step)."""
+    return _forward_parameters_of(type(_causal_lm(model)))
 
 
 def accepts_logits_to_keep(model: Any) -> bool:
@@ -193,8 +203,7 @@ def accepts_logits_to_keep(model: Any) -> bool:
 
 def cache_argument(model: Any) -> str | None:
     """The name under which the causal LM under the adapter takes a key/value cache (it changed within 5.x)."""
-    parameters = _forward_parameters(model)
-    return next((name for name in ("cache", "past_key_values") if name in parameters), None)
+    return next((name for name in ("cache", "past_key_values") if name in _forward_parameters(model)), None)
 
 
 def can_share_prefix(run: Any, args: Any) -> bool:
@@ -217,8 +226,7 @@ def shared_prefix_inputs(model: Any, inputs: dict[str, Any], prefix: int) -> dic
 
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     name = cache_argument(model)
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cache = DynamicCache(config=base.config)
+    cache = DynamicCache(config=_causal_lm(model).config)
     model(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix], use_cache=True, logits_to_keep=1,
           **{name: cache})
     for layer in cache.layers:
