@@ -71,7 +71,9 @@ def test_dropout_mask_matches_the_unfused_formula() -> None:
 def test_keep_mask_drops_at_the_requested_rate() -> None:
     torch.manual_seed(2)
     keep, p = keep_mask((1000, 999), 0.05, "cpu")
-    assert keep.dtype == torch.bool and keep.shape == (1000, 999)
+    assert keep.dtype == torch.float32 and keep.shape == (1000, 999)
+    assert set(keep.unique().tolist()) == {0.0, 1.0}
+    assert keep_mask((8, 8), 0.5, "cpu", torch.bfloat16)[0].dtype == torch.bfloat16
     assert p == pytest.approx(0.05, abs=1 / 65536)
     assert 1 - keep.float().mean().item() == pytest.approx(p, abs=0.002)
     assert 1 - keep_mask((1000, 1000), 0.5, "cpu")[0].float().mean().item() == pytest.approx(0.5, abs=0.005)

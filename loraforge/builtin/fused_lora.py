@@ -7,7 +7,9 @@ with one `torch.autograd.Function` and a cheaper mask:
 
 * the mask is drawn as 16-bit integers from torch's own generator (one 64-bit draw yields four), so seeding,
   checkpoint recomputation and resuming behave exactly as for `nn.Dropout`; the drop probability is rounded to a
-  multiple of 1/65536 (0.05 becomes 0.0500031);
+  multiple of 1/65536 (0.05 becomes 0.0500031). The comparison writes the mask as 0/1 in the compute dtype, as
+  multiplying by a boolean mask would convert it on every use (on a CPU that conversion costs three times the
+  multiply);
 * the 1/(1-p) rescale is folded into the LoRA scaling rather than applied to the activations;
 * backward is written out: the gradients of A and B, and of the input only when something upstream needs it.
 
@@ -25,8 +27,9 @@ from typing import Any
 LEVELS = 1 << 16  # mask resolution: dropout probabilities are multiples of 1/65536
 
 
-def keep_mask(shape: tuple[int, ...], p: float, device: Any) -> tuple[Any, float]:
-    """A boolean mask keeping each element with probability 1 - p' (p' = p rounded to 1/65536), and p'."""
+def keep_mask(shape: tuple[int, ...], p: float, device: Any, dtype: Any = None) -> tuple[Any, float]:
+    """A mask of 1s and 0s in `dtype` (default: torch's default float) keeping each element with probability
+    1 - p' (p' = p rounded to 1/65536), and p'."""
     import torch
 
     dropped = round(p * LEVELS)
@@ -34,7 +37,9 @@ def keep_mask(shape: tuple[int, ...], p: float, device: Any) -> tuple[Any, float
     for size in shape:
         n *= size
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), (1 << 63) - 1)
-    return words.view(torch.int16)[:n].view(shape) >= dropped - (LEVELS >> 1), dropped / LEVELS
+    keep = torch.empty(shape, dtype=dtype or torch.get_default_dtype(), device=device)
+    torch.ge(words.view(torch.int16)[:n].view(shape), dropped - (LEVELS >> 1), out=keep)
+    return keep, dropped / LEVELS
 
 
 @functools.cache
@@ -121,17 +126,17 @@ def fused_class() -> type:
             name = self.fused_adapter(args, kwargs)
             if name is None:
                 return super().forward(x, *args, **kwargs)
-            dropout, scale = self.lora_dropout[name], self.scaling[name]
-            keep = None
-            if self.training and isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
-                keep, p = keep_mask(x.shape, dropout.p, x.device)
-                scale = scale / (1 - p)
             base, lora_a, lora_b = self.base_layer, self.lora_A[name].weight, self.lora_B[name].weight
             device = x.device.type
             if torch.is_autocast_enabled(device):
                 base_dtype = lora_dtype = torch.get_autocast_dtype(device)
             else:
                 base_dtype, lora_dtype = base.weight.dtype, lora_a.dtype
+            dropout, scale = self.lora_dropout[name], self.scaling[name]
+            keep = None
+            if self.training and isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
+                keep, p = keep_mask(x.shape, dropout.p, x.device, lora_dtype)
+                scale = scale / (1 - p)
             return lora_linear(x, base.weight, base.bias, lora_a, lora_b, scale, keep, base_dtype, lora_dtype)
 
     return FusedLinear
