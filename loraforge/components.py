@@ -117,6 +117,11 @@ class Adapter(Component, ABC):
         """Wrap `model` (a transformers model) and return the trainable PEFT model."""
 
 
+# How activation checkpointing is switched on (`gradient_checkpointing_kwargs`): non-reentrant, so tensors a layer
+# reads besides its arguments (the keys and values of a shared prefix) get their gradients too.
+CHECKPOINTING = {"use_reentrant": False}
+
+
 class Quantizer(Component, ABC):
     def check_supported(self) -> None:
         """Raise RunError with the fix when this machine or library cannot quantize this way."""
@@ -126,7 +131,8 @@ class Quantizer(Component, ABC):
         """Extra `from_pretrained` keyword arguments (e.g. quantization_config)."""
 
     def prepare(self, model: Any, recipe: Recipe) -> Any:
-        """Make a quantized model trainable (e.g. prepare_model_for_kbit_training)."""
+        """Make a quantized model trainable (e.g. prepare_model_for_kbit_training), switching on activation
+        checkpointing as CHECKPOINTING says when `recipe.training.gradient_checkpointing` asks for it."""
         return model
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import data as data_mod
 from . import runstate
-from .components import Example, Record
+from .components import CHECKPOINTING, Example, Record
 from .errors import LoraforgeError, RecipeError, RunError
 from .files import atomic_dir, write_json_atomic, write_text_atomic
 from .plugins import Registry, get_plugin_manager
@@ -300,7 +300,7 @@ def load_model(run: Run, adapter_dir: Path | None = None) -> None:
     if quantizer is not None:
         model = quantizer.prepare(model, recipe)
     elif recipe.training.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING)
     if adapter_dir is not None:
         run.model = load_adapter(model, adapter_dir, loader.describe())
     else:

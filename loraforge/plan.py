@@ -158,8 +158,8 @@ def data_stats(run: Any, tokenizer: Any | None) -> tuple[dict[str, Any], Any]:
     prompts, targets = [prompts[i] for i in keep], [targets[i] for i in keep]
     lengths = [p + q for p, q in zip(prompts, targets)]
     tail = getattr(t, "logits_on_targets", False)  # the LM head runs from the batch's earliest target on
-    # shared prefixes (training.share_prefix) need the tail and no checkpointing; training checks the rest
-    share = tail and getattr(t, "share_prefix", False) and not t.gradient_checkpointing
+    # shared prefixes (training.share_prefix) need the tail; training checks the rest on the loaded model
+    share = tail and getattr(t, "share_prefix", False)
     padded, positions, shared = simulate_batches(lengths, prompts if tail else [1] * len(keep), t.batch_size,
                                                  t.group_by_length, t.seed, common if share else 0)
     return dict(source=source, records=len(keep), dropped=len(run.train_examples) - len(keep),

@@ -7,13 +7,14 @@ Because this is the stock Trainer, `accelerate launch -m loraforge run ...` and 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,8 +180,16 @@ def non_finite(run: Any, step: int) -> RunError:
                     hint="Lower training.learning_rate (or use precision \"fp32\") and start over with --restart.")
 
 
+def _unwrapped(model: Any) -> Any:
+    """The model inside a DistributedDataParallel wrapper."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
 def _causal_lm(model: Any) -> Any:
     """The causal LM under the adapter."""
+    model = _unwrapped(model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
@@ -206,13 +215,80 @@ def cache_argument(model: Any) -> str | None:
     return next((name for name in ("cache", "past_key_values") if name in _forward_parameters(model)), None)
 
 
-def can_share_prefix(run: Any, args: Any) -> bool:
-    """Shared prefixes need a key/value cache that gradients flow through: one process (DDP, FSDP and DeepSpeed
-    wrap the forward), no activation checkpointing (the checkpointed layers drop the cache), logits on targets."""
-    t = run.recipe.training
-    return (t.share_prefix and t.logits_on_targets and args.world_size == 1 and accepts_logits_to_keep(run.model)
-            and cache_argument(run.model) is not None
-            and not any(getattr(m, "gradient_checkpointing", False) is True for m in run.model.modules()))
+def _checkpointed(model: Any) -> list[Any]:
+    """The modules whose activation checkpointing is on: the decoder layers, and the models that hold them."""
+    return [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+
+
+def _checkpointing_layers(model: Any) -> list[Any]:
+    """The checkpointed modules that do the checkpointing (transformers' GradientCheckpointingLayer)."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    return [m for m in _checkpointed(model) if isinstance(m, GradientCheckpointingLayer)]
+
+
+def _can_checkpoint_shared_prefix(model: Any) -> bool:
+    """Whether checkpointed layers can read a shared prefix: transformers' own layers that keep a read-only cache
+    when asked (`_can_checkpoint_with_cache`), non-reentrant checkpoints (a reentrant one drops the gradients of
+    tensors that are not its arguments), and plain cache layers (not sliding windows)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    checkpointed, layers = _checkpointed(model), _checkpointing_layers(model)
+    others = [m for m in checkpointed if m not in layers]
+    function_keywords = (getattr(getattr(m, "_gradient_checkpointing_func", None), "keywords", {}) for m in checkpointed)
+    return (bool(layers) and all(hasattr(m, "_can_checkpoint_with_cache") for m in layers)
+            and all(type(m).__module__.startswith("transformers.") for m in others)
+            and all(k.get("use_reentrant") is False for k in function_keywords)
+            and all(type(layer) is DynamicLayer for layer in DynamicCache(config=_causal_lm(model).config).layers))
+
+
+def can_share_prefix(run: Any, trainer: Any) -> bool:
+    """Shared prefixes need logits on targets and a key/value cache that gradients flow through.
+
+    Under DDP the prefix runs on the wrapped module, once per process. Under activation checkpointing the layers
+    read the prefix from a cache that nothing writes to, so recomputing them in backward reads the same prefix
+    (see `_can_checkpoint_shared_prefix`). FSDP and DeepSpeed shard or gather parameters around each forward of
+    the wrapped model: not there."""
+    t, model = run.recipe.training, run.model
+    return (t.share_prefix and t.logits_on_targets and accepts_logits_to_keep(model)
+            and cache_argument(model) is not None
+            and not getattr(trainer, "is_fsdp_enabled", False) and not getattr(trainer, "is_deepspeed_enabled", False)
+            and (not _checkpointed(model) or _can_checkpoint_shared_prefix(model)))
+
+
+_UNSET = object()
+
+
+@contextlib.contextmanager
+def _layers_with(layers: Sequence[Any], name: str, value: Any) -> Iterator[None]:
+    """Set attribute `name` on each layer for the duration of the block."""
+    before = [layer.__dict__.get(name, _UNSET) for layer in layers]
+    for layer in layers:
+        setattr(layer, name, value)
+    try:
+        yield
+    finally:
+        for layer, old in zip(layers, before):
+            if old is _UNSET:
+                delattr(layer, name)
+            else:
+                setattr(layer, name, old)
+
+
+@functools.cache
+def _prefix_layer() -> type:
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class SharedPrefixLayer(DynamicLayer):
+        """A cache layer holding a batch's shared prefix: update() returns the prefix followed by the new states and
+        stores nothing, so a checkpointed layer recomputed in backward reads exactly what its forward read."""
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+
+    return SharedPrefixLayer
 
 
 def shared_prefix_inputs(model: Any, inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
@@ -221,18 +297,28 @@ def shared_prefix_inputs(model: Any, inputs: dict[str, Any], prefix: int) -> dic
     The prefix's keys and values are expanded (not copied) to the batch, so the suffix attends to them exactly as
     it would to its own row's prefix, and their gradients sum over the rows in backward: the loss and gradients
     equal those of the full batch (the tests check it). Adapter dropout draws one mask for the shared prefix
-    instead of one per row."""
+    instead of one per row. The prefix pass is never checkpointed (one row of it is cheap to keep) and, under
+    DDP, runs on the wrapped module: the suffix's forward alone prepares the gradient reduction, and the prefix's
+    gradients reach the same parameters before it runs."""
     from transformers import DynamicCache
 
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     name = cache_argument(model)
     cache = DynamicCache(config=_causal_lm(model).config)
-    model(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix], use_cache=True, logits_to_keep=1,
-          **{name: cache})
+    with _layers_with(_checkpointed(model), "gradient_checkpointing", False):
+        _unwrapped(model)(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix],
+                          use_cache=True, logits_to_keep=1, **{name: cache})
     for layer in cache.layers:
         layer.keys = layer.keys.expand(len(ids), -1, -1, -1)
         layer.values = layer.values.expand(len(ids), -1, -1, -1)
-    return {**inputs, "input_ids": ids[:, prefix:], "use_cache": True, name: cache}
+        layer.__class__ = _prefix_layer()
+    return {**inputs, "input_ids": ids[:, prefix:], "use_cache": False, name: cache}  # read, not extended
+
+
+def reading_shared_prefix(model: Any) -> contextlib.AbstractContextManager[None]:
+    """Around the forward of the inputs `shared_prefix_inputs` returns: checkpointed layers keep the prefix's
+    read-only cache instead of dropping it."""
+    return _layers_with(_checkpointing_layers(model), "_can_checkpoint_with_cache", True)
 
 
 @functools.cache
@@ -245,10 +331,13 @@ def _trainer_class() -> type:
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
             prefix = inputs.pop("prefix_length", 0)
-            if prefix:
-                inputs = shared_prefix_inputs(model, inputs, prefix)
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            if not prefix:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            inputs = shared_prefix_inputs(model, inputs, prefix)
+            with reading_shared_prefix(model):
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
 
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
             if "input_ids" not in inputs:
@@ -267,8 +356,7 @@ def build_trainer(run: Any, args: Any, train_set: Any, eval_set: Any = None, cal
     from transformers import PrinterCallback
 
     tail_only = run.recipe.training.logits_on_targets and accepts_logits_to_keep(run.model)
-    collator = PadCollator(run.tokenizer.pad_token_id, logits_on_targets=tail_only,
-                           share_prefix=can_share_prefix(run, args))
+    collator = PadCollator(run.tokenizer.pad_token_id, logits_on_targets=tail_only)
     trainer = _trainer_class()(
         model=run.model, args=args, train_dataset=train_set,
         eval_dataset=eval_set if args.eval_strategy != "no" else None,
@@ -278,6 +366,7 @@ def build_trainer(run: Any, args: Any, train_set: Any, eval_set: Any = None, cal
         callbacks=list(callbacks),
     )
     trainer.remove_callback(PrinterCallback)  # progress is reported through the lifecycle hooks
+    collator.share_prefix = tail_only and can_share_prefix(run, trainer)  # known once the Trainer chose its backend
     return trainer
 
 

@@ -14,6 +14,8 @@ import pytest
 from loraforge.testing import quick_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
+# the shipped pretrained base (data/tiny_base): where a test needs a model whose gradients carry signal
+SHIPPED_BASE = {"loader": "hf", "name": str(ROOT / "data" / "tiny_base" / "model")}
 LABELS = ["MEDICATION", "DOSAGE", "CONDITION", "PROCEDURE"]
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ROOT, ner_recipe, ner_records
+from conftest import ROOT, SHIPPED_BASE, ner_recipe, ner_records
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
 from loraforge.builtin.fused_lora import fuse
+from loraforge.components import CHECKPOINTING
 from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
 from loraforge.engine import run_recipe
 from loraforge.recipe import load_recipe
-from loraforge.train import shared_prefix_inputs
+from loraforge.train import _can_checkpoint_shared_prefix, _checkpointed, reading_shared_prefix, shared_prefix_inputs
 
 
 def features(prefix: list[int], middles: list[int], targets: list[int]) -> list[dict[str, list[int]]]:
@@ -42,18 +43,30 @@ def test_collator_finds_the_common_prefix_before_the_earliest_target() -> None:
     assert "prefix_length" not in collate(features(prefix, [5], [4]))
 
 
-@pytest.mark.parametrize("fused, middles, targets, prefix", [
-    (False, [6, 0, 11, 3], [7, 12, 4, 9], 23),  # row 2's target starts right after the 24 common tokens
-    (True, [6, 0, 11, 3], [7, 12, 4, 9], 23),
-    (True, [5, 5, 5], [8, 8, 8], 24),  # no padding at all
-])
-def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: bool, middles: list[int],
-                                                                      targets: list[int], prefix: int) -> None:
+def tiny_lora(checkpointing: dict | None = None, fused: bool = True):
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(ROOT / "data" / "tiny_base" / "model"),
-                           LoraConfig(r=4, lora_dropout=0.0, target_modules="all-linear", init_lora_weights=False))
+    base = AutoModelForCausalLM.from_pretrained(ROOT / "data" / "tiny_base" / "model")
+    if checkpointing is not None:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpointing)
+    model = get_peft_model(base, LoraConfig(r=4, lora_dropout=0.0, target_modules="all-linear",
+                                            init_lora_weights=False))
     if fused:
         fuse(model)
+    return model
+
+
+@pytest.mark.parametrize("fused, checkpointed, middles, targets, prefix", [
+    (False, False, [6, 0, 11, 3], [7, 12, 4, 9], 23),  # row 2's target starts right after the 24 common tokens
+    (True, False, [6, 0, 11, 3], [7, 12, 4, 9], 23),
+    (True, False, [5, 5, 5], [8, 8, 8], 24),  # no padding at all
+    (True, True, [6, 0, 11, 3], [7, 12, 4, 9], 23),  # checkpointed layers recompute from the read-only prefix
+    (False, True, [5, 5, 5], [8, 8, 8], 24),
+])
+def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: bool, checkpointed: bool,
+                                                                      middles: list[int], targets: list[int],
+                                                                      prefix: int) -> None:
+    model = tiny_lora(CHECKPOINTING if checkpointed else None, fused)
+    assert bool(_checkpointed(model)) == checkpointed
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     batch = PadCollator(pad_token_id=2, logits_on_targets=True, share_prefix=True)(
@@ -65,7 +78,8 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: boo
     full_grads = torch.autograd.grad(full, params)
     inputs = shared_prefix_inputs(model, batch, prefix)
     assert inputs["input_ids"].shape[1] == batch["input_ids"].shape[1] - prefix
-    shared = target_loss(model(**inputs), labels)
+    with reading_shared_prefix(model):
+        shared = target_loss(model(**inputs), labels)
     shared_grads = torch.autograd.grad(shared, params)
     torch.testing.assert_close(shared, full)
     for got, want in zip(shared_grads, full_grads):
@@ -73,9 +87,10 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: boo
 
 
 def quick_run(make_recipe, share: bool, **training: object):
-    path = make_recipe(ner_recipe(adapter={"type": "lora", "r": 4, "lora_dropout": 0.0,
-                                           "target_modules": ["q_proj", "v_proj"]},
-                                  training={"max_steps": 4, "batch_size": 4, "learning_rate": 1e-2,
+    # the shipped pretrained base, LoRA everywhere: gradients through the prefix's keys and values matter there
+    path = make_recipe(ner_recipe(model=SHIPPED_BASE,
+                                  adapter={"type": "lora", "r": 4, "lora_dropout": 0.0, "target_modules": "all-linear"},
+                                  training={"max_steps": 4, "batch_size": 4, "learning_rate": 0.5, "optimizer": "sgd",
                                             "precision": "fp32", "share_prefix": share, **training},
                                   evaluation={"split": "none"}, output={"dir": f"run-{share}-{len(training)}"}),
                        name=f"recipe-{share}-{len(training)}.toml", data={"train": ner_records(16)})
@@ -92,6 +107,15 @@ def test_a_run_with_shared_prefixes_trains_the_same_adapter(make_recipe) -> None
         torch.testing.assert_close(shared[name], plain[name], rtol=1e-4, atol=1e-5)
 
 
-def test_gradient_checkpointing_turns_sharing_off(make_recipe) -> None:
-    stats, _ = quick_run(make_recipe, True, gradient_checkpointing=True)
-    assert stats["shared_prefix_fraction"] == 0
+def test_a_checkpointed_run_shares_prefixes_and_trains_the_same_adapter(make_recipe) -> None:
+    (stats, shared), (plain_stats, plain) = (quick_run(make_recipe, share, gradient_checkpointing=True)
+                                             for share in (True, False))
+    assert stats["shared_prefix_fraction"] > 0.2 and plain_stats["shared_prefix_fraction"] == 0
+    for name in plain:
+        torch.testing.assert_close(shared[name], plain[name], rtol=1e-4, atol=1e-5)
+
+
+def test_reentrant_checkpoints_do_not_share_prefixes() -> None:
+    # a reentrant checkpoint passes gradients only to its arguments, and the prefix's keys and values are not one
+    assert _can_checkpoint_shared_prefix(tiny_lora(CHECKPOINTING))
+    assert not _can_checkpoint_shared_prefix(tiny_lora({"use_reentrant": True}))

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..components import Quantizer
+from ..components import CHECKPOINTING, Quantizer
 from ..errors import RunError
 from ..hookspecs import hookimpl
 from ..schema import option
@@ -100,7 +100,8 @@ class QloraQuantizer(Quantizer):
         from peft import prepare_model_for_kbit_training
 
         return prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=recipe.training.gradient_checkpointing)
+            model, use_gradient_checkpointing=recipe.training.gradient_checkpointing,
+            gradient_checkpointing_kwargs=CHECKPOINTING)
 
 
 @hookimpl
