@@ -1,7 +1,8 @@
 """One-GPU check of the CUDA paths: a Llama-3.1-8B-shaped model with random weights (no download), a few QLoRA
 and LoRA training steps, peak GPU memory and tokens/s for each, with `loraforge plan`'s prediction beside them.
-Then, on a small model under bf16 autocast, loraforge's own layers against PEFT's: the fused LoRA layers, and the
-fused layers with a shared prefix, each as loss and gradient differences from PEFT on the full batch.
+Then, on a small model under bf16 autocast, loraforge's own layers against PEFT's: the fused LoRA layers, the
+fused layers with a shared prefix, and the same under gradient checkpointing, each as loss and gradient
+differences from PEFT on the full batch.
 
     python bench/gpu_check.py                 # on a CUDA machine, ~3-6 minutes on one A100/H100/H200
     python bench/gpu_check.py --smoke         # a 2-layer model of the same shape family, runs on a CPU
@@ -105,8 +106,9 @@ def measure(quantized: bool, args: argparse.Namespace, folder: Path, device: str
 
 
 def paths(folder: Path, device: str) -> dict:
-    """Loss and gradients of the fused layers, and of the fused layers with a shared prefix, against PEFT's layers
-    on the full batch: |Δloss| / loss, and the largest ‖Δgrad‖ / ‖grad‖ over the adapter's weights."""
+    """Loss and gradients of the fused layers, and of the fused layers with a shared prefix (also checkpointed),
+    against PEFT's layers on the full batch: |Δloss| / loss, and the largest ‖Δgrad‖ / ‖grad‖ over the adapter's
+    weights."""
     import copy
 
     import torch
@@ -115,7 +117,8 @@ def paths(folder: Path, device: str) -> dict:
 
     from loraforge.builtin.fused_lora import fuse
     from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
-    from loraforge.train import shared_prefix_inputs
+    from loraforge.components import CHECKPOINTING
+    from loraforge.train import reading_shared_prefix, shared_prefix_inputs
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, device_map={"": device})
@@ -123,6 +126,8 @@ def paths(folder: Path, device: str) -> dict:
                                             init_lora_weights=False))
     fused = copy.deepcopy(peft)
     fuse(fused)
+    checkpointed = copy.deepcopy(fused)
+    checkpointed.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING)
     vocab = model.config.vocab_size
     prefix = torch.randint(3, vocab, (48,)).tolist()
     rows = []
@@ -137,7 +142,8 @@ def paths(folder: Path, device: str) -> dict:
         m.train()
         with torch.autocast(device, dtype=torch.bfloat16):
             inputs = shared_prefix_inputs(m, batch, shared) if share else batch
-            loss = target_loss(m(**inputs), labels)
+            with reading_shared_prefix(m):
+                loss = target_loss(m(**inputs), labels)
         params = [p for p in m.parameters() if p.requires_grad]
         return float(loss), [g.float() for g in torch.autograd.grad(loss, params)]
 
@@ -147,7 +153,8 @@ def paths(folder: Path, device: str) -> dict:
 
     reference, full, share = loss_and_grads(peft, False), loss_and_grads(fused, False), loss_and_grads(fused, True)
     return {"shared_prefix_tokens": shared, "fused": difference(full, reference),
-            "fused_shared_prefix": difference(share, reference), "shared_against_unshared": difference(share, full)}
+            "fused_shared_prefix": difference(share, reference), "shared_against_unshared": difference(share, full),
+            "checkpointed_shared_prefix": difference(loss_and_grads(checkpointed, True), reference)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
                         num_attention_heads=8, num_key_value_heads=2, tie_word_embeddings=False)
     report["paths"] = paths(random_checkpoint(small, args.checkpoint / "smoke", device), device)
     for name, against in (("fused", "PEFT's layers"), ("fused_shared_prefix", "PEFT's layers"),
-                          ("shared_against_unshared", "the fused layers on the full batch")):
+                          ("shared_against_unshared", "the fused layers on the full batch"),
+                          ("checkpointed_shared_prefix", "PEFT's layers")):
         diff = report["paths"][name]
-        print(f"{name:24} against {against}, bf16 autocast on {device}: |Δloss|/loss {diff['loss_rel']:.1e}, "
+        print(f"{name:26} against {against}, bf16 autocast on {device}: |Δloss|/loss {diff['loss_rel']:.1e}, "
               f"largest ‖Δgrad‖/‖grad‖ {diff['grad_rel_max']:.1e}")
     print(json.dumps(report))
     return 0

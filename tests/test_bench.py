@@ -46,5 +46,5 @@ def test_gpu_check_smoke_mode_runs_qlora_and_lora(tmp_path) -> None:
         assert report[mode]["plan"]["memory_gib"] > 0
     # loraforge's layers against PEFT's under bf16 autocast: equal up to bf16 rounding
     assert report["paths"]["shared_prefix_tokens"] == 48
-    for name in ("fused", "fused_shared_prefix", "shared_against_unshared"):
+    for name in ("fused", "fused_shared_prefix", "shared_against_unshared", "checkpointed_shared_prefix"):
         assert report["paths"][name]["loss_rel"] < 1e-3 and report["paths"][name]["grad_rel_max"] < 5e-2
