@@ -377,11 +377,15 @@ def predicted_vs_actual(run: Run) -> dict[str, Any]:
     """When `loraforge plan` wrote its estimate into this run folder, compare it with the measured time."""
     import json
 
-    from .plan import PLAN_FILE
+    from .plan import PLAN_FILE, recipe_digest
 
     try:
         plan = json.loads((run.out_dir / PLAN_FILE).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    if plan.get("recipe_digest") != recipe_digest(run.recipe):
+        run.warn(f"{PLAN_FILE} in the run folder was planned for a different recipe or other --set values; "
+                 "not compared with this run (run `loraforge plan` with the same arguments to compare)")
         return {}
     actual = run.summary.get("train", {}).get("runtime_s")
     out = {"predicted_train_s": plan.get("predicted_train_seconds"), "actual_train_s": actual}

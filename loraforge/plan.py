@@ -395,6 +395,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 PLAN_FILE = "plan.json"
 
 
+def recipe_digest(recipe: Any) -> str:
+    """What a plan in a run folder was made for: the resolved recipe, overrides included."""
+    from .files import digest
+
+    return digest(recipe.to_dict())
+
+
 def command(args: argparse.Namespace, console: Any) -> int:
     from .engine import default_out_dir, located
     from .files import write_json_atomic
@@ -403,8 +410,8 @@ def command(args: argparse.Namespace, console: Any) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     with located(recipe):
         result = plan(recipe, args.device, args.calibrate, args.calibrate_steps, args.sweep_points)
-    if args.device == "cpu":  # a later `loraforge run` on this machine puts the prediction beside the real time
-        write_json_atomic(default_out_dir(recipe) / PLAN_FILE, result)
+    if args.device == "cpu":  # a later `loraforge run` of this recipe here puts the prediction beside the real time
+        write_json_atomic(default_out_dir(recipe) / PLAN_FILE, {**result, "recipe_digest": recipe_digest(recipe)})
     if args.json:
         print(json.dumps(result, indent=2))
     else:

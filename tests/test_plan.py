@@ -220,8 +220,9 @@ def test_user_errors(capsys):
 
 
 @pytest.mark.slow
-def test_tiny_recipe_calibrates_in_seconds(capsys, loraforge_cache):
-    shrink = ["data.max_records=64", "training.batch_size=8"]  # the shipped base model is small already
+def test_tiny_recipe_calibrates_in_seconds(capsys, loraforge_cache, tmp_path):
+    shrink = ["data.max_records=64", "training.batch_size=8",  # the shipped base model is small already
+              f"output.dir={json.dumps(str(tmp_path))}", "output.allow_outside=true"]  # plan.json goes there
     began = time.perf_counter()
     plan = plan_json(capsys, str(ROOT / "recipes" / "medical_ner_tiny.toml"), "--calibrate", "--calibrate-steps", "3",
                      *[a for s in shrink for a in ("--set", s)])
@@ -237,6 +238,25 @@ def test_tiny_recipe_calibrates_in_seconds(capsys, loraforge_cache):
     assert (real["trainable"], real["total"]) == (plan["params"]["trainable"], plan["params"]["total"])
     assert plan["timeline"]["train_seconds"] == [plan["calibrated_train_seconds"]] * 2
     assert len(plan["predicted_train_seconds"]) == 2
+
+
+def test_a_run_puts_the_time_planned_for_it_beside_its_own(capsys, make_recipe):
+    from loraforge.engine import run_recipe
+    from loraforge.recipe import load_recipe
+
+    table = ner_recipe(training={"max_steps": 2, "batch_size": 4}, evaluation={"split": "none"})
+    data = {"train": ner_records(16)}
+    planned = make_recipe({**table, "output": {"dir": "planned"}}, name="planned.toml", data=data)
+    plan = plan_json(capsys, str(planned), "--device", "cpu")
+    metrics = json.loads((run_recipe(load_recipe(planned)).out_dir / "metrics.json").read_text())
+    assert metrics["plan"]["predicted_train_s"] == plan["predicted_train_seconds"]
+    assert metrics["plan"]["actual_train_s"] == metrics["train"]["runtime_s"] > 0
+    # a plan made with other --set values is for another recipe: not compared, and the run says why
+    other = make_recipe({**table, "output": {"dir": "other"}}, name="other.toml", data=data)
+    plan_json(capsys, str(other), "--device", "cpu", "--set", "training.max_steps=3")
+    metrics = json.loads((run_recipe(load_recipe(other)).out_dir / "metrics.json").read_text())
+    assert "plan" not in metrics
+    assert any("planned for a different recipe" in w for w in metrics["warnings"])
 
 
 def test_local_hf_folder_plans_with_its_tokenizer(capsys, make_recipe, tiny_model_dir):
