@@ -301,6 +301,7 @@ def shared_prefix_inputs(model: Any, inputs: dict[str, Any], prefix: int) -> dic
     DDP, runs on the wrapped module: the suffix's forward alone prepares the gradient reduction, and the prefix's
     gradients reach the same parameters before it runs."""
     from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     name = cache_argument(model)
@@ -311,7 +312,8 @@ def shared_prefix_inputs(model: Any, inputs: dict[str, Any], prefix: int) -> dic
     for layer in cache.layers:
         layer.keys = layer.keys.expand(len(ids), -1, -1, -1)
         layer.values = layer.values.expand(len(ids), -1, -1, -1)
-        layer.__class__ = _prefix_layer()
+        if type(layer) is DynamicLayer:  # sliding-window layers keep their own update (and are never checkpointed)
+            layer.__class__ = _prefix_layer()
     return {**inputs, "input_ids": ids[:, prefix:], "use_cache": False, name: cache}  # read, not extended
 
 
