@@ -116,9 +116,9 @@ def paths(folder: Path, device: str) -> dict:
     from transformers import AutoModelForCausalLM
 
     from loraforge.builtin.fused_lora import fuse
-    from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
     from loraforge.components import CHECKPOINTING
-    from loraforge.train import reading_shared_prefix, shared_prefix_inputs
+    from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
+    from loraforge.train import SharedPrefix
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, device_map={"": device})
@@ -141,8 +141,9 @@ def paths(folder: Path, device: str) -> dict:
     def loss_and_grads(m, share: bool) -> tuple[float, list]:
         m.train()
         with torch.autocast(device, dtype=torch.bfloat16):
-            inputs = shared_prefix_inputs(m, batch, shared) if share else batch
-            with reading_shared_prefix(m):
+            sharing = SharedPrefix(m)
+            inputs = sharing.inputs(batch, shared) if share else batch
+            with sharing.reading():
                 loss = target_loss(m(**inputs), labels)
         params = [p for p in m.parameters() if p.requires_grad]
         return float(loss), [g.float() for g in torch.autograd.grad(loss, params)]

@@ -215,16 +215,13 @@ def cache_argument(model: Any) -> str | None:
     return next((name for name in ("cache", "past_key_values") if name in _forward_parameters(model)), None)
 
 
-def _checkpointed(model: Any) -> list[Any]:
-    """The modules whose activation checkpointing is on: the decoder layers, and the models that hold them."""
-    return [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
-
-
-def _checkpointing_layers(model: Any) -> list[Any]:
-    """The checkpointed modules that do the checkpointing (transformers' GradientCheckpointingLayer)."""
+def _checkpointed(model: Any) -> tuple[list[Any], list[Any]]:
+    """The modules whose activation checkpointing is on (the decoder layers, and the models that hold them), and
+    those of them that do the checkpointing (transformers' GradientCheckpointingLayer)."""
     from transformers.modeling_layers import GradientCheckpointingLayer
 
-    return [m for m in _checkpointed(model) if isinstance(m, GradientCheckpointingLayer)]
+    modules = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
+    return modules, [m for m in modules if isinstance(m, GradientCheckpointingLayer)]
 
 
 def _can_checkpoint_shared_prefix(model: Any) -> bool:
@@ -234,12 +231,12 @@ def _can_checkpoint_shared_prefix(model: Any) -> bool:
     from transformers import DynamicCache
     from transformers.cache_utils import DynamicLayer
 
-    checkpointed, layers = _checkpointed(model), _checkpointing_layers(model)
+    checkpointed, layers = _checkpointed(model)
     others = [m for m in checkpointed if m not in layers]
-    function_keywords = (getattr(getattr(m, "_gradient_checkpointing_func", None), "keywords", {}) for m in checkpointed)
+    functions = (getattr(m, "_gradient_checkpointing_func", None) for m in checkpointed)
     return (bool(layers) and all(hasattr(m, "_can_checkpoint_with_cache") for m in layers)
             and all(type(m).__module__.startswith("transformers.") for m in others)
-            and all(k.get("use_reentrant") is False for k in function_keywords)
+            and all(getattr(f, "keywords", {}).get("use_reentrant") is False for f in functions)
             and all(type(layer) is DynamicLayer for layer in DynamicCache(config=_causal_lm(model).config).layers))
 
 
@@ -254,7 +251,7 @@ def can_share_prefix(run: Any, trainer: Any) -> bool:
     return (t.share_prefix and t.logits_on_targets and accepts_logits_to_keep(model)
             and cache_argument(model) is not None
             and not getattr(trainer, "is_fsdp_enabled", False) and not getattr(trainer, "is_deepspeed_enabled", False)
-            and (not _checkpointed(model) or _can_checkpoint_shared_prefix(model)))
+            and (not _checkpointed(model)[0] or _can_checkpoint_shared_prefix(model)))
 
 
 _UNSET = object()
@@ -291,36 +288,45 @@ def _prefix_layer() -> type:
     return SharedPrefixLayer
 
 
-def shared_prefix_inputs(model: Any, inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
-    """Run the batch's common prefix once, for one row, and return the inputs that continue every row from it.
+class SharedPrefix:
+    """Runs a batch's common prefix once, for one row, and continues every row from it.
 
     The prefix's keys and values are expanded (not copied) to the batch, so the suffix attends to them exactly as
     it would to its own row's prefix, and their gradients sum over the rows in backward: the loss and gradients
     equal those of the full batch (the tests check it). Adapter dropout draws one mask for the shared prefix
     instead of one per row. The prefix pass is never checkpointed (one row of it is cheap to keep) and, under
     DDP, runs on the wrapped module: the suffix's forward alone prepares the gradient reduction, and the prefix's
-    gradients reach the same parameters before it runs."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
+    gradients reach the same parameters before it runs. What it needs to know of `model` is looked up once, not
+    on every step."""
 
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    name = cache_argument(model)
-    cache = DynamicCache(config=_causal_lm(model).config)
-    with _layers_with(_checkpointed(model), "gradient_checkpointing", False):
-        _unwrapped(model)(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix],
-                          use_cache=True, logits_to_keep=1, **{name: cache})
-    for layer in cache.layers:
-        layer.keys = layer.keys.expand(len(ids), -1, -1, -1)
-        layer.values = layer.values.expand(len(ids), -1, -1, -1)
-        if type(layer) is DynamicLayer:  # sliding-window layers keep their own update (and are never checkpointed)
-            layer.__class__ = _prefix_layer()
-    return {**inputs, "input_ids": ids[:, prefix:], "use_cache": False, name: cache}  # read, not extended
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.cache_argument = cache_argument(model)
+        self.config = _causal_lm(model).config
+        self.checkpointed, self.checkpointing_layers = _checkpointed(model)
 
+    def inputs(self, inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
+        """Run the first `prefix` tokens of row 0; the inputs that continue every row from them."""
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
-def reading_shared_prefix(model: Any) -> contextlib.AbstractContextManager[None]:
-    """Around the forward of the inputs `shared_prefix_inputs` returns: checkpointed layers keep the prefix's
-    read-only cache instead of dropping it."""
-    return _layers_with(_checkpointing_layers(model), "_can_checkpoint_with_cache", True)
+        ids, mask = inputs["input_ids"], inputs["attention_mask"]
+        cache = DynamicCache(config=self.config)
+        with _layers_with(self.checkpointed, "gradient_checkpointing", False):
+            _unwrapped(self.model)(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix],
+                                   use_cache=True, logits_to_keep=1, **{self.cache_argument: cache})
+        for layer in cache.layers:
+            layer.keys = layer.keys.expand(len(ids), -1, -1, -1)
+            layer.values = layer.values.expand(len(ids), -1, -1, -1)
+            if type(layer) is DynamicLayer:  # sliding-window layers keep their own update (never checkpointed)
+                layer.__class__ = _prefix_layer()
+        return {**inputs, "input_ids": ids[:, prefix:], "use_cache": False,  # the cache is read, not extended
+                self.cache_argument: cache}
+
+    def reading(self) -> contextlib.AbstractContextManager[None]:
+        """Around the forward of `inputs()`'s result: checkpointed layers keep the prefix's read-only cache
+        instead of dropping it."""
+        return _layers_with(self.checkpointing_layers, "_can_checkpoint_with_cache", True)
 
 
 @functools.cache
@@ -336,8 +342,10 @@ def _trainer_class() -> type:
             if not prefix:
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
-            inputs = shared_prefix_inputs(model, inputs, prefix)
-            with reading_shared_prefix(model):
+            if getattr(self, "_shared_prefix", None) is None or self._shared_prefix.model is not model:
+                self._shared_prefix = SharedPrefix(model)  # training passes the same (wrapped) model every step
+            inputs = self._shared_prefix.inputs(inputs, prefix)
+            with self._shared_prefix.reading():
                 return super().compute_loss(model, inputs, return_outputs=return_outputs,
                                             num_items_in_batch=num_items_in_batch)
 

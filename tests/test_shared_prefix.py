@@ -14,7 +14,7 @@ from loraforge.components import CHECKPOINTING
 from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
 from loraforge.engine import run_recipe
 from loraforge.recipe import load_recipe
-from loraforge.train import _can_checkpoint_shared_prefix, _checkpointed, reading_shared_prefix, shared_prefix_inputs
+from loraforge.train import SharedPrefix, _can_checkpoint_shared_prefix, _checkpointed
 
 
 def features(prefix: list[int], middles: list[int], targets: list[int]) -> list[dict[str, list[int]]]:
@@ -33,7 +33,8 @@ def test_collator_finds_the_common_prefix_before_the_earliest_target() -> None:
     prefix = list(range(10, 30))  # 20 tokens every row has
     assert collate(features(prefix, [5, 9, 3], [4, 6, 2]))["prefix_length"] == 20
     # a row whose prompt ends inside the common part: the prefix stops one before its first target
-    rows = features(prefix, [5, 9], [4, 6]) + [{"input_ids": prefix + [7, 8], "labels": [IGNORE_INDEX] * 12 + prefix[12:] + [7, 8]}]
+    short = {"input_ids": prefix + [7, 8], "labels": [IGNORE_INDEX] * 12 + prefix[12:] + [7, 8]}
+    rows = features(prefix, [5, 9], [4, 6]) + [short]
     assert collate(rows)["prefix_length"] == 11
     # shorter than min_prefix, or rows that differ from the first token: nothing shared
     assert collate(features(prefix[:5], [5, 9], [4, 6]))["prefix_length"] == 0
@@ -66,7 +67,7 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: boo
                                                                       middles: list[int], targets: list[int],
                                                                       prefix: int) -> None:
     model = tiny_lora(CHECKPOINTING if checkpointed else None, fused)
-    assert bool(_checkpointed(model)) == checkpointed
+    assert bool(_checkpointed(model)[0]) == checkpointed
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     batch = PadCollator(pad_token_id=2, logits_on_targets=True, share_prefix=True)(
@@ -76,9 +77,10 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: boo
 
     full = target_loss(model(**batch), labels)
     full_grads = torch.autograd.grad(full, params)
-    inputs = shared_prefix_inputs(model, batch, prefix)
+    sharing = SharedPrefix(model)
+    inputs = sharing.inputs(batch, prefix)
     assert inputs["input_ids"].shape[1] == batch["input_ids"].shape[1] - prefix
-    with reading_shared_prefix(model):
+    with sharing.reading():
         shared = target_loss(model(**inputs), labels)
     shared_grads = torch.autograd.grad(shared, params)
     torch.testing.assert_close(shared, full)
