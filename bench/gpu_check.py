@@ -118,7 +118,7 @@ def paths(folder: Path, device: str) -> dict:
     from loraforge.builtin.fused_lora import fuse
     from loraforge.components import CHECKPOINTING
     from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
-    from loraforge.train import SharedPrefix
+    from loraforge.train import shared_prefix_attention, shared_prefix_inputs
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, device_map={"": device})
@@ -140,13 +140,10 @@ def paths(folder: Path, device: str) -> dict:
 
     def loss_and_grads(m, share: bool) -> tuple[float, list]:
         m.train()
-        with torch.autocast(device, dtype=torch.bfloat16):
-            sharing = SharedPrefix(m)
-            inputs = sharing.inputs(batch, shared) if share else batch
-            with sharing.reading():
-                loss = target_loss(m(**inputs), labels)
         params = [p for p in m.parameters() if p.requires_grad]
-        return float(loss), [g.float() for g in torch.autograd.grad(loss, params)]
+        with torch.autocast(device, dtype=torch.bfloat16), shared_prefix_attention(m):
+            loss = target_loss(m(**(shared_prefix_inputs(batch, shared) if share else batch)), labels)
+            return float(loss), [g.float() for g in torch.autograd.grad(loss, params)]
 
     def difference(a: tuple[float, list], b: tuple[float, list]) -> dict:
         return {"loss_rel": abs(a[0] - b[0]) / b[0],

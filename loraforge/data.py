@@ -199,7 +199,7 @@ class PadCollator:
 
     With `share_prefix` as well, the batch says how many leading tokens every row has in common before any target
     (an instruction template, a system prompt): `prefix_length`, at least `min_prefix` tokens, else 0. The trainer
-    then runs that prefix once instead of once per row (see `train.SharedPrefix`).
+    then runs that prefix once instead of once per row (see `train.shared_prefix_inputs`).
     """
 
     def __init__(self, pad_token_id: int, logits_on_targets: bool = False, share_prefix: bool = False,
@@ -244,6 +244,7 @@ def target_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> An
     import torch.nn.functional as F
 
     logits = outputs.logits
+    logits = logits.view(labels.shape[0], -1, logits.shape[-1])  # shared prefixes: one sequence → rows
     kept = logits.shape[1]
     # position t is scored against token t+1; the last kept position has nothing to predict. Padding the targets
     # (rather than slicing the logits) keeps the logits contiguous: no copy, and no zero-filled slice gradient.

@@ -70,7 +70,8 @@ class TrainingSection:
                                                 "follow prompts): the same loss with less work.")
     share_prefix: bool = option(True, help="Run the prompt tokens a whole batch has in common (an instruction "
                                            "template) once per batch, not once per row; also under gradient "
-                                           "checkpointing and DDP, not under FSDP or DeepSpeed.")
+                                           "checkpointing and DDP, not under FSDP or DeepSpeed, and not on models "
+                                           "with sliding-window attention.")
     logging_steps: int = option(10, ge=1, help="Optimizer steps between loss reports.")
     save_steps: int = option(0, ge=0, help="Checkpoint every N steps; 0 checkpoints at the end of each epoch.")
     save_total_limit: int = option(2, ge=1, help="Checkpoints kept in the run folder.")

@@ -8,6 +8,7 @@ Because this is the stock Trainer, `accelerate launch -m loraforge run ...` and 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import math
@@ -124,6 +125,7 @@ def _callback(run: Any, interrupt: InterruptFlag) -> Any:
         def __init__(self) -> None:
             self.first_step_at: float | None = None
             self.first_step = 0
+            self.validation_s = 0.0  # spent computing the validation loss in this call, not training
             self.log = open(run.out_dir / "log.jsonl", "a", encoding="utf-8") if run.is_main_process else None
 
         def _eta(self, state: Any) -> float | None:
@@ -144,6 +146,7 @@ def _callback(run: Any, interrupt: InterruptFlag) -> Any:
 
         def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
             logs = logs or {}
+            self.validation_s += logs.get("eval_runtime", 0.0)
             if self.log is not None:
                 self.log.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
                 self.log.flush()
@@ -210,123 +213,122 @@ def accepts_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in _forward_parameters(model)
 
 
-def cache_argument(model: Any) -> str | None:
-    """The name under which the causal LM under the adapter takes a key/value cache (it changed within 5.x)."""
-    return next((name for name in ("cache", "past_key_values") if name in _forward_parameters(model)), None)
-
-
-def _checkpointed(model: Any) -> tuple[list[Any], list[Any]]:
-    """The modules whose activation checkpointing is on (the decoder layers, and the models that hold them), and
-    those of them that do the checkpointing (transformers' GradientCheckpointingLayer)."""
-    from transformers.modeling_layers import GradientCheckpointingLayer
-
-    modules = [m for m in model.modules() if getattr(m, "gradient_checkpointing", False) is True]
-    return modules, [m for m in modules if isinstance(m, GradientCheckpointingLayer)]
-
-
-def _can_checkpoint_shared_prefix(model: Any) -> bool:
-    """Whether checkpointed layers can read a shared prefix: transformers' own layers that keep a read-only cache
-    when asked (`_can_checkpoint_with_cache`), non-reentrant checkpoints (a reentrant one drops the gradients of
-    tensors that are not its arguments), and plain cache layers (not sliding windows)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    checkpointed, layers = _checkpointed(model)
-    others = [m for m in checkpointed if m not in layers]
-    functions = (getattr(m, "_gradient_checkpointing_func", None) for m in checkpointed)
-    return (bool(layers) and all(hasattr(m, "_can_checkpoint_with_cache") for m in layers)
-            and all(type(m).__module__.startswith("transformers.") for m in others)
-            and all(getattr(f, "keywords", {}).get("use_reentrant") is False for f in functions)
-            and all(type(layer) is DynamicLayer for layer in DynamicCache(config=_causal_lm(model).config).layers))
-
-
 def can_share_prefix(run: Any, trainer: Any) -> bool:
-    """Shared prefixes need logits on targets and a key/value cache that gradients flow through.
-
-    Under DDP the prefix runs on the wrapped module, once per process. Under activation checkpointing the layers
-    read the prefix from a cache that nothing writes to, so recomputing them in backward reads the same prefix
-    (see `_can_checkpoint_shared_prefix`). FSDP and DeepSpeed shard or gather parameters around each forward of
-    the wrapped model: not there."""
+    """Shared prefixes need logits on targets and a model whose attention goes through transformers' attention
+    interface (`_supports_attention_backend`), with full causal attention in every layer (no sliding windows, no
+    logit soft-capping). Not tried under FSDP or DeepSpeed: off there."""
     t, model = run.recipe.training, run.model
+    lm = _causal_lm(model)
+    config = lm.config
+    windows = {"sliding_attention", "chunked_attention"} & set(getattr(config, "layer_types", None) or ())
     return (t.share_prefix and t.logits_on_targets and accepts_logits_to_keep(model)
-            and cache_argument(model) is not None
-            and not getattr(trainer, "is_fsdp_enabled", False) and not getattr(trainer, "is_deepspeed_enabled", False)
-            and (not _checkpointed(model)[0] or _can_checkpoint_shared_prefix(model)))
+            and getattr(lm, "_supports_attention_backend", False) and config._attn_implementation is not None
+            and not windows and getattr(config, "sliding_window", None) is None
+            and getattr(config, "attn_logit_softcapping", None) is None
+            and not getattr(trainer, "is_fsdp_enabled", False) and not getattr(trainer, "is_deepspeed_enabled", False))
 
 
-_UNSET = object()
+@dataclasses.dataclass(frozen=True)
+class PrefixLayout:
+    """A batch laid out as one sequence: `prefix` shared tokens, then `rows` rows of `length` tokens each.
+    `mask` [rows, 1, length, prefix + length] says what each row's tokens attend to: the whole prefix, then their
+    own row causally, padding excluded."""
+
+    prefix: int
+    rows: int
+    length: int
+    mask: Any
 
 
-@contextlib.contextmanager
-def _layers_with(layers: Sequence[Any], name: str, value: Any) -> Iterator[None]:
-    """Set attribute `name` on each layer for the duration of the block."""
-    before = [layer.__dict__.get(name, _UNSET) for layer in layers]
-    for layer in layers:
-        setattr(layer, name, value)
-    try:
-        yield
-    finally:
-        for layer, old in zip(layers, before):
-            if old is _UNSET:
-                delattr(layer, name)
-            else:
-                setattr(layer, name, old)
+def shared_prefix_inputs(inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
+    """The batch as one sequence: row 0's first `prefix` tokens once, then every row's remaining tokens.
+
+    Each row keeps its own positions (the prefix's, then its own), attends to the prefix and to itself
+    (`shared_prefix_attention`), and the logits are taken at each row's kept tail only. The loss and gradients
+    equal those of the batch (the tests check it); the prefix's activations are computed once, and their
+    gradients sum over the rows. Adapter dropout draws one mask for the prefix instead of one per row."""
+    import torch
+
+    ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+    rows, length = ids.shape[0], ids.shape[1] - prefix
+    kept = inputs["logits_to_keep"]
+    device = ids.device
+    positions = torch.arange(prefix + length, device=device)
+    row_starts = prefix + torch.arange(rows, device=device)[:, None] * length
+    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
+    attends = torch.cat([torch.ones(rows, 1, length, prefix, dtype=torch.bool, device=device),
+                         causal & mask[:, None, None, prefix:]], dim=-1)
+    rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "logits_to_keep")}
+    return {**rest,
+            "input_ids": torch.cat([ids[0, :prefix], ids[:, prefix:].reshape(-1)])[None],
+            "position_ids": torch.cat([positions[:prefix], positions[prefix:].repeat(rows)])[None],
+            "logits_to_keep": (row_starts + torch.arange(length - kept, length, device=device)).reshape(-1),
+            "use_cache": False,
+            "shared_prefix": PrefixLayout(prefix, rows, length, attends)}
+
+
+def _prefix_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
+                      scaling: float | None = None, shared_prefix: PrefixLayout | None = None,
+                      **kwargs: Any) -> tuple[Any, None]:
+    """Attention over a `PrefixLayout` sequence (query, key, value: [1, heads, prefix + rows × length, dim]):
+    the prefix attends causally to itself, each row to the prefix and causally to itself."""
+    import torch
+    import torch.nn.functional as F
+
+    p, rows, length = shared_prefix.prefix, shared_prefix.rows, shared_prefix.length
+    heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[-1]
+    gqa = {}
+    if heads != kv_heads:
+        if query.device.type == "cpu":  # CUDA's fused kernels take grouped heads only without a mask
+            gqa["enable_gqa"] = True
+        else:
+            key, value = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (key, value))
+            kv_heads = heads
+
+    def by_row(t: Any, n: int) -> Any:
+        return t[0, :, p:].view(n, rows, length, dim).transpose(0, 1)
+
+    prefix_out = F.scaled_dot_product_attention(query[:, :, :p], key[:, :, :p], value[:, :, :p], dropout_p=dropout,
+                                                is_causal=True, scale=scaling, **gqa)
+    keys, values = (torch.cat([t[:, :, :p].expand(rows, -1, -1, -1), by_row(t, kv_heads)], dim=2)
+                    for t in (key, value))
+    rows_out = F.scaled_dot_product_attention(by_row(query, heads), keys, values, attn_mask=shared_prefix.mask,
+                                              dropout_p=dropout, scale=scaling, **gqa)
+    out = torch.cat([prefix_out[0].transpose(0, 1), rows_out.transpose(1, 2).reshape(rows * length, heads, dim)])
+    return out[None], None
 
 
 @functools.cache
-def _prefix_layer() -> type:
-    import torch
-    from transformers.cache_utils import DynamicLayer
+def _attention_name(original: str) -> str:
+    """Register, once per attention implementation, one that runs `PrefixLayout` sequences itself and hands
+    everything else to `original` (masks included)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    class SharedPrefixLayer(DynamicLayer):
-        """A cache layer holding a batch's shared prefix: update() returns the prefix followed by the new states and
-        stores nothing, so a checkpointed layer recomputed in backward reads exactly what its forward read."""
+    def attention(module: Any, *args: Any, shared_prefix: PrefixLayout | None = None, **kwargs: Any) -> Any:
+        if shared_prefix is not None:
+            return _prefix_attention(module, *args, shared_prefix=shared_prefix, **kwargs)
+        return ALL_ATTENTION_FUNCTIONS[original](module, *args, **kwargs)
 
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
+    name = f"loraforge_shared_prefix_{original}"
+    AttentionInterface.register(name, attention)
+    if original in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
+    return name
 
-    return SharedPrefixLayer
 
-
-class SharedPrefix:
-    """Runs a batch's common prefix once, for one row, and continues every row from it.
-
-    The prefix's keys and values are expanded (not copied) to the batch, so the suffix attends to them exactly as
-    it would to its own row's prefix, and their gradients sum over the rows in backward: the loss and gradients
-    equal those of the full batch (the tests check it). Adapter dropout draws one mask for the shared prefix
-    instead of one per row. The prefix pass is never checkpointed (one row of it is cheap to keep) and, under
-    DDP, runs on the wrapped module: the suffix's forward alone prepares the gradient reduction, and the prefix's
-    gradients reach the same parameters before it runs. What it needs to know of `model` is looked up once, not
-    on every step."""
-
-    def __init__(self, model: Any) -> None:
-        self.model = model
-        self.cache_argument = cache_argument(model)
-        self.config = _causal_lm(model).config
-        self.checkpointed, self.checkpointing_layers = _checkpointed(model)
-
-    def inputs(self, inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
-        """Run the first `prefix` tokens of row 0; the inputs that continue every row from them."""
-        from transformers import DynamicCache
-        from transformers.cache_utils import DynamicLayer
-
-        ids, mask = inputs["input_ids"], inputs["attention_mask"]
-        cache = DynamicCache(config=self.config)
-        with _layers_with(self.checkpointed, "gradient_checkpointing", False):
-            _unwrapped(self.model)(input_ids=ids[:1, :prefix], attention_mask=mask[:1, :prefix],
-                                   use_cache=True, logits_to_keep=1, **{self.cache_argument: cache})
-        for layer in cache.layers:
-            layer.keys = layer.keys.expand(len(ids), -1, -1, -1)
-            layer.values = layer.values.expand(len(ids), -1, -1, -1)
-            if type(layer) is DynamicLayer:  # sliding-window layers keep their own update (never checkpointed)
-                layer.__class__ = _prefix_layer()
-        return {**inputs, "input_ids": ids[:, prefix:], "use_cache": False,  # the cache is read, not extended
-                self.cache_argument: cache}
-
-    def reading(self) -> contextlib.AbstractContextManager[None]:
-        """Around the forward of `inputs()`'s result: checkpointed layers keep the prefix's read-only cache
-        instead of dropping it."""
-        return _layers_with(self.checkpointing_layers, "_can_checkpoint_with_cache", True)
+@contextlib.contextmanager
+def shared_prefix_attention(model: Any) -> Iterator[None]:
+    """While open, the model runs `shared_prefix_inputs` batches (forward and backward, checkpoint
+    recomputation included) and every other batch as before."""
+    config = _causal_lm(model).config
+    original = config._attn_implementation
+    config._attn_implementation = _attention_name(original)
+    try:
+        yield
+    finally:
+        config._attn_implementation = original
 
 
 @functools.cache
@@ -339,15 +341,10 @@ def _trainer_class() -> type:
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
             prefix = inputs.pop("prefix_length", 0)
-            if not prefix:
-                return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                            num_items_in_batch=num_items_in_batch)
-            if getattr(self, "_shared_prefix", None) is None or self._shared_prefix.model is not model:
-                self._shared_prefix = SharedPrefix(model)  # training passes the same (wrapped) model every step
-            inputs = self._shared_prefix.inputs(inputs, prefix)
-            with self._shared_prefix.reading():
-                return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                            num_items_in_batch=num_items_in_batch)
+            if prefix:
+                inputs = shared_prefix_inputs(inputs, prefix)
+            return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
 
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
             if "input_ids" not in inputs:
@@ -385,9 +382,11 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
     train_set, eval_set = datasets["train"], datasets.get("validation")
     args = training_arguments(run, eval_set is not None)
     tokens = int(sum(train_set["length"]))
-    trainer = build_trainer(run, args, train_set, eval_set, [_callback(run, interrupt := InterruptFlag())])
+    callback = _callback(run, interrupt := InterruptFlag())
+    trainer = build_trainer(run, args, train_set, eval_set, [callback])
     start = time.perf_counter()
-    with interrupt:
+    sharing = shared_prefix_attention(run.model) if trainer.data_collator.share_prefix else contextlib.nullcontext()
+    with interrupt, sharing:
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     seconds = time.perf_counter() - start
     # Accelerate patches forward() with mixed-precision autocast; evaluation and export want the plain model
@@ -404,10 +403,13 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
         "steps": trainer.state.global_step,
         "epochs": round(epochs, 3),
         "runtime_s": round(seconds, 2),
+        "validation_s": round(callback.validation_s, 2),
         "train_loss": round(float(result.training_loss), 5),
         "eval_loss": round(float(history[-1]["eval_loss"]), 5) if history else None,
         "tokens": int(tokens * epochs),
-        "tokens_per_s": round(tokens * epochs / seconds, 1) if seconds else None,
+        # training throughput: the validation-loss passes between epochs are not training
+        "tokens_per_s": round(tokens * epochs / training, 1) if (training := seconds - callback.validation_s) > 0
+        else None,
         "records": len(train_set),
         **batch_shares(trainer, train_set),
     }

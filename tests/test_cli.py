@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -69,5 +70,10 @@ def test_run_end_to_end_shows_progress_and_table(tmp_path: Path, cache_env: dict
     for word in ("Training", "Evaluating", "seqeval on validation", "MEDICATION", "micro", "seen mentions", "adapter →",
                  "done in"):
         assert word in done.stdout, done.stdout
+    # the validation loss after the epoch is timed apart: training throughput counts training alone
+    train = json.loads((tmp_path / "run" / "metrics.json").read_text())["train"]
+    assert train["eval_loss"] is not None and 0 < train["validation_s"] < train["runtime_s"]
+    assert train["tokens_per_s"] == pytest.approx(train["tokens"] / (train["runtime_s"] - train["validation_s"]),
+                                                  rel=0.01)
     again = cli("run", str(path), env=cache_env)
     assert again.returncode == 2 and "already holds a finished run" in again.stderr

@@ -14,7 +14,7 @@ from loraforge.components import CHECKPOINTING
 from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
 from loraforge.engine import run_recipe
 from loraforge.recipe import load_recipe
-from loraforge.train import SharedPrefix, _can_checkpoint_shared_prefix, _checkpointed
+from loraforge.train import shared_prefix_attention, shared_prefix_inputs
 
 
 def features(prefix: list[int], middles: list[int], targets: list[int]) -> list[dict[str, list[int]]]:
@@ -56,18 +56,19 @@ def tiny_lora(checkpointing: dict | None = None, fused: bool = True):
     return model
 
 
-@pytest.mark.parametrize("fused, checkpointed, middles, targets, prefix", [
-    (False, False, [6, 0, 11, 3], [7, 12, 4, 9], 23),  # row 2's target starts right after the 24 common tokens
-    (True, False, [6, 0, 11, 3], [7, 12, 4, 9], 23),
-    (True, False, [5, 5, 5], [8, 8, 8], 24),  # no padding at all
-    (True, True, [6, 0, 11, 3], [7, 12, 4, 9], 23),  # checkpointed layers recompute from the read-only prefix
-    (False, True, [5, 5, 5], [8, 8, 8], 24),
+@pytest.mark.parametrize("fused, checkpointing, middles, targets, prefix", [
+    (False, None, [6, 0, 11, 3], [7, 12, 4, 9], 23),  # row 2's target starts right after the 24 common tokens
+    (True, None, [6, 0, 11, 3], [7, 12, 4, 9], 23),
+    (True, None, [5, 5, 5], [8, 8, 8], 24),  # no padding at all
+    (True, CHECKPOINTING, [6, 0, 11, 3], [7, 12, 4, 9], 23),  # checkpointed layers recompute the prefix too
+    (False, CHECKPOINTING, [5, 5, 5], [8, 8, 8], 24),
+    (True, {"use_reentrant": True}, [6, 0, 11, 3], [7, 12, 4, 9], 23),
 ])
-def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: bool, checkpointed: bool,
+def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: bool, checkpointing: dict | None,
                                                                       middles: list[int], targets: list[int],
                                                                       prefix: int) -> None:
-    model = tiny_lora(CHECKPOINTING if checkpointed else None, fused)
-    assert bool(_checkpointed(model)[0]) == checkpointed
+    model = tiny_lora(checkpointing, fused)
+    assert model.base_model.model.is_gradient_checkpointing == (checkpointing is not None)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     batch = PadCollator(pad_token_id=2, logits_on_targets=True, share_prefix=True)(
@@ -75,17 +76,26 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: boo
     assert batch.pop("prefix_length") == prefix
     labels = batch.pop("labels")
 
-    full = target_loss(model(**batch), labels)
-    full_grads = torch.autograd.grad(full, params)
-    sharing = SharedPrefix(model)
-    inputs = sharing.inputs(batch, prefix)
-    assert inputs["input_ids"].shape[1] == batch["input_ids"].shape[1] - prefix
-    with sharing.reading():
-        shared = target_loss(model(**inputs), labels)
-    shared_grads = torch.autograd.grad(shared, params)
+    def loss_and_grads(inputs: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        loss = target_loss(model(**inputs), labels)
+        loss.backward()  # not autograd.grad: reentrant checkpoints support backward() only
+        return loss.detach(), [p.grad.clone() for p in params]
+
+    full, full_grads = loss_and_grads(batch)
+    inputs = shared_prefix_inputs(batch, prefix)
+    rows, length = batch["input_ids"].shape
+    assert inputs["input_ids"].shape == (1, prefix + rows * (length - prefix))  # the prefix once, then each row
+    with shared_prefix_attention(model):
+        shared, shared_grads = loss_and_grads(inputs)
     torch.testing.assert_close(shared, full)
     for got, want in zip(shared_grads, full_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    # outside the block, and for any other batch inside it, the model attends as it always did
+    with torch.no_grad():
+        torch.testing.assert_close(target_loss(model(**batch), labels), full)
+        with shared_prefix_attention(model):
+            torch.testing.assert_close(target_loss(model(**batch), labels), full)
 
 
 def quick_run(make_recipe, share: bool, **training: object):
@@ -115,9 +125,3 @@ def test_a_checkpointed_run_shares_prefixes_and_trains_the_same_adapter(make_rec
     assert stats["shared_prefix_fraction"] > 0.2 and plain_stats["shared_prefix_fraction"] == 0
     for name in plain:
         torch.testing.assert_close(shared[name], plain[name], rtol=1e-4, atol=1e-5)
-
-
-def test_reentrant_checkpoints_do_not_share_prefixes() -> None:
-    # a reentrant checkpoint passes gradients only to its arguments, and the prefix's keys and values are not one
-    assert _can_checkpoint_shared_prefix(tiny_lora(CHECKPOINTING))
-    assert not _can_checkpoint_shared_prefix(tiny_lora({"use_reentrant": True}))
