@@ -124,7 +124,8 @@ def once(recipe: Path, overrides: list[str], out: Path, index: int) -> dict[str,
     return {
         "loraforge": {"tokens_per_s": lf_train["tokens_per_s"], "padding_fraction": lf_train["padding_fraction"],
                       "shared_prefix_fraction": lf_train["shared_prefix_fraction"],
-                      "train_s": lf_train["runtime_s"] - lf_train["validation_s"], "eval_s": metrics["evaluate_s"], "wall_s": lf_wall,
+                      "train_s": lf_train["runtime_s"] - lf_train["validation_s"], "eval_s": metrics["evaluate_s"],
+                      "wall_s": lf_wall,
                       "peak_rss_mib": lf_rss, "micro_f1": lf_seqeval["micro"]["f1"],
                       "unseen_recall": unseen_recall(lf_seqeval), "gflops": flops * lf_train["tokens_per_s"] / 1e9},
         "plain": {"tokens_per_s": plain["tokens_per_s"], "padding_fraction": plain["padding_fraction"],
@@ -147,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     peak = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
     print(f"matmul peak on this machine: fp32 {peak['float32']:.0f} GFLOP/s, bf16 {peak['bfloat16']:.0f} GFLOP/s")
     runs = [once(args.recipe, args.overrides, args.out, i) for i in range(args.repeat)]
-    rows = ["tokens_per_s", "padding_fraction", "shared_prefix_fraction", "train_s", "eval_s", "wall_s", "peak_rss_mib", "micro_f1",
-            "unseen_recall", "gflops"]
+    rows = ["tokens_per_s", "padding_fraction", "shared_prefix_fraction", "train_s", "eval_s", "wall_s", "peak_rss_mib",
+            "micro_f1", "unseen_recall", "gflops"]
     print(f"\nmedian of {args.repeat} run(s)      loraforge        plain    loraforge/plain")
     summary = {}
     for row in rows:
