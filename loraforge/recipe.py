@@ -58,7 +58,7 @@ class TrainingSection:
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
                        "polynomial"] = option("cosine", help="Learning-rate schedule (transformers names).",
                                               aliases=("lr_scheduler", "lr_scheduler_type"))
-    optimizer: str = option("adamw_torch", help="Optimizer (transformers `optim` names, e.g. paged_adamw_8bit).",
+    optimizer: str = option("adamw_torch_fused", help="Optimizer (transformers `optim` names, e.g. paged_adamw_8bit).",
                             aliases=("optim",))
     weight_decay: float = option(0.0, ge=0.0, help="Decoupled weight decay.")
     max_grad_norm: float = option(1.0, ge=0.0, help="Gradient clipping norm (0 disables).")
