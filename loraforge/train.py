@@ -213,18 +213,26 @@ def accepts_logits_to_keep(model: Any) -> bool:
     return "logits_to_keep" in _forward_parameters(model)
 
 
-def can_share_prefix(run: Any, trainer: Any) -> bool:
-    """Shared prefixes need logits on targets and a model whose attention goes through transformers' attention
-    interface (`_supports_attention_backend`), with full causal attention in every layer (no sliding windows, no
-    logit soft-capping). Not tried under FSDP or DeepSpeed: off there."""
-    t, model = run.recipe.training, run.model
+def attends_through_interface(model: Any) -> bool:
+    """Whether `shared_prefix_attention` can run the causal LM under the adapter: its attention goes through
+    transformers' attention interface (`_supports_attention_backend`) and is full causal attention in every layer
+    (no sliding or chunked windows, no logit soft-capping)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
     lm = _causal_lm(model)
     config = lm.config
-    windows = {"sliding_attention", "chunked_attention"} & set(getattr(config, "layer_types", None) or ())
-    return (t.share_prefix and t.logits_on_targets and accepts_logits_to_keep(model)
-            and getattr(lm, "_supports_attention_backend", False) and config._attn_implementation is not None
-            and not windows and getattr(config, "sliding_window", None) is None
+    return (getattr(lm, "_supports_attention_backend", False) and config._attn_implementation is not None
             and getattr(config, "attn_logit_softcapping", None) is None
+            and all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers))
+
+
+def can_share_prefix(run: Any, trainer: Any) -> bool:
+    """Shared prefixes need logits on targets and a model `shared_prefix_attention` can run. Not tried under FSDP
+    or DeepSpeed: off there."""
+    t, model = run.recipe.training, run.model
+    return (t.share_prefix and t.logits_on_targets and accepts_logits_to_keep(model)
+            and attends_through_interface(model)
             and not getattr(trainer, "is_fsdp_enabled", False) and not getattr(trainer, "is_deepspeed_enabled", False))
 
 
@@ -298,6 +306,9 @@ def _prefix_attention(module: Any, query: Any, key: Any, value: Any, attention_m
     return out[None], None
 
 
+_ATTENTION_PREFIX = "loraforge_shared_prefix_"
+
+
 @functools.cache
 def _attention_name(original: str) -> str:
     """Register, once per attention implementation, one that runs `PrefixLayout` sequences itself and hands
@@ -311,7 +322,7 @@ def _attention_name(original: str) -> str:
             return _prefix_attention(module, *args, shared_prefix=shared_prefix, **kwargs)
         return ALL_ATTENTION_FUNCTIONS[original](module, *args, **kwargs)
 
-    name = f"loraforge_shared_prefix_{original}"
+    name = _ATTENTION_PREFIX + original
     AttentionInterface.register(name, attention)
     if original in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
         AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
@@ -324,6 +335,9 @@ def shared_prefix_attention(model: Any) -> Iterator[None]:
     recomputation included) and every other batch as before."""
     config = _causal_lm(model).config
     original = config._attn_implementation
+    if original.startswith(_ATTENTION_PREFIX):  # already open
+        yield
+        return
     config._attn_implementation = _attention_name(original)
     try:
         yield
@@ -338,13 +352,21 @@ def _trainer_class() -> type:
     class LoraforgeTrainer(Trainer):
         """The stock Trainer, plus shared-prefix batches and a FLOP count that does not walk the model each step."""
 
+        def training_step(self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+            if not inputs.get("prefix_length"):
+                return super().training_step(model, inputs, num_items_in_batch)
+            with shared_prefix_attention(model):  # backward too: checkpointed layers run forward again there
+                return super().training_step(model, inputs, num_items_in_batch)
+
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
             prefix = inputs.pop("prefix_length", 0)
-            if prefix:
-                inputs = shared_prefix_inputs(inputs, prefix)
-            return super().compute_loss(model, inputs, return_outputs=return_outputs,
-                                        num_items_in_batch=num_items_in_batch)
+            if not prefix:
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            with shared_prefix_attention(model):
+                return super().compute_loss(model, shared_prefix_inputs(inputs, prefix), return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
 
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
             if "input_ids" not in inputs:
@@ -385,8 +407,7 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
     callback = _callback(run, interrupt := InterruptFlag())
     trainer = build_trainer(run, args, train_set, eval_set, [callback])
     start = time.perf_counter()
-    sharing = shared_prefix_attention(run.model) if trainer.data_collator.share_prefix else contextlib.nullcontext()
-    with interrupt, sharing:
+    with interrupt:
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     seconds = time.perf_counter() - start
     # Accelerate patches forward() with mixed-precision autocast; evaluation and export want the plain model

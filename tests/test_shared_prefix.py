@@ -7,14 +7,14 @@ import torch
 from conftest import ROOT, SHIPPED_BASE, ner_recipe, ner_records
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
 
 from loraforge.builtin.fused_lora import fuse
 from loraforge.components import CHECKPOINTING
 from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
 from loraforge.engine import run_recipe
 from loraforge.recipe import load_recipe
-from loraforge.train import shared_prefix_attention, shared_prefix_inputs
+from loraforge.train import attends_through_interface, shared_prefix_attention, shared_prefix_inputs
 
 
 def features(prefix: list[int], middles: list[int], targets: list[int]) -> list[dict[str, list[int]]]:
@@ -125,3 +125,16 @@ def test_a_checkpointed_run_shares_prefixes_and_trains_the_same_adapter(make_rec
     assert stats["shared_prefix_fraction"] > 0.2 and plain_stats["shared_prefix_fraction"] == 0
     for name in plain:
         torch.testing.assert_close(shared[name], plain[name], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("config, extra, shares", [
+    (LlamaConfig, {}, True),
+    (Qwen2Config, {"use_sliding_window": False}, True),
+    (MistralConfig, {"sliding_window": 16}, False),  # rows would attend past the window
+    (Gemma2Config, {}, False),  # sliding windows and soft-capped logits
+])
+def test_shared_prefixes_only_for_full_causal_attention(config: type, extra: dict, shares: bool) -> None:
+    small = config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=8, vocab_size=64, **extra)
+    model = get_peft_model(AutoModelForCausalLM.from_config(small), LoraConfig(r=2, target_modules="all-linear"))
+    assert attends_through_interface(model) == shares
