@@ -117,8 +117,8 @@ class Adapter(Component, ABC):
         """Wrap `model` (a transformers model) and return the trainable PEFT model."""
 
 
-# How activation checkpointing is switched on (`gradient_checkpointing_kwargs`): non-reentrant, so tensors a layer
-# reads besides its arguments (the keys and values of a shared prefix) get their gradients too.
+# How activation checkpointing is switched on (`gradient_checkpointing_kwargs`): non-reentrant, the mode torch
+# recommends; it needs no input that requires grad and supports torch.autograd.grad.
 CHECKPOINTING = {"use_reentrant": False}
 
 

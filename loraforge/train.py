@@ -183,29 +183,18 @@ def non_finite(run: Any, step: int) -> RunError:
                     hint="Lower training.learning_rate (or use precision \"fp32\") and start over with --restart.")
 
 
-def _unwrapped(model: Any) -> Any:
-    """The model inside a DistributedDataParallel wrapper."""
+def _causal_lm(model: Any) -> Any:
+    """The causal LM under the adapter (and under a DistributedDataParallel wrapper)."""
     from torch.nn.parallel import DistributedDataParallel
 
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
-def _causal_lm(model: Any) -> Any:
-    """The causal LM under the adapter."""
-    model = _unwrapped(model)
+    model = model.module if isinstance(model, DistributedDataParallel) else model
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-@functools.cache
-def _forward_parameters_of(cls: type) -> frozenset[str]:
+def _forward_parameters(model: Any) -> Any:
     import inspect
 
-    return frozenset(inspect.signature(cls.forward).parameters)
-
-
-def _forward_parameters(model: Any) -> frozenset[str]:
-    """The causal LM's forward() parameter names, looked up once per model class (shared prefixes ask each step)."""
-    return _forward_parameters_of(type(_causal_lm(model)))
+    return inspect.signature(_causal_lm(model).forward).parameters
 
 
 def accepts_logits_to_keep(model: Any) -> bool:
