@@ -143,3 +143,23 @@ def test_conll_input_trains(tmp_path, make_recipe) -> None:
     run = run_recipe(load_recipe(path))
     assert len(run.records["train"]) == 8
     assert run.train_examples[0].target == "MEDICATION: metformin\nDOSAGE: 500 mg"
+
+
+def test_length_grouped_sampler_reads_lengths_from_a_list(make_recipe) -> None:
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from loraforge import engine, train
+
+    path = make_recipe(ner_recipe(training={"batch_size": 4}, evaluation={"split": "none"}),
+                       data={"train": ner_records(40)})
+    run = engine.build(load_recipe(path))
+    engine.load_model(run)
+    train_set = engine.tokenize(run)["train"]
+    sampler = train.build_trainer(run, train.training_arguments(run, False), train_set)._get_train_sampler()
+    # the same order as the Trainer's own sampler over the dataset column, without one read per row
+    assert type(sampler.lengths) is list and sampler.lengths == list(train_set["length"])
+    stock = LengthGroupedSampler(4, lengths=train_set["length"])
+    torch.manual_seed(3)
+    ours = list(sampler)
+    torch.manual_seed(3)
+    assert ours == list(stock) and len(set(ours)) == 40
