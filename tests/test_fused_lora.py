@@ -9,7 +9,7 @@ from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from loraforge.builtin.fused_lora import fuse, fused_class, keep_mask, lora_linear
+from loraforge.builtin.fused_lora import dropped_positions, fuse, fused_class, keep_mask, lora_linear
 from loraforge.engine import run_recipe
 from loraforge.recipe import load_recipe
 
@@ -51,15 +51,20 @@ def test_fused_layers_compute_what_peft_computes() -> None:
     assert fused.state_dict().keys() == plain.state_dict().keys()
 
 
-def test_dropout_mask_matches_the_unfused_formula() -> None:
+@pytest.mark.parametrize("positions", [False, True])
+def test_dropout_matches_the_unfused_formula(positions: bool) -> None:
     torch.manual_seed(1)
     x = torch.randn(2, 5, 12, requires_grad=True)
     weight, bias = torch.randn(7, 12), torch.randn(7)
     lora_a = torch.randn(4, 12, requires_grad=True)
     lora_b = torch.randn(7, 4, requires_grad=True)
-    keep, p = keep_mask(tuple(x.shape), 0.3, "cpu")
+    if positions:
+        drop, p = dropped_positions(x.numel(), 0.3), 0.3
+        keep = torch.ones(x.numel()).index_fill_(0, drop, 0).view(x.shape)
+    else:
+        keep, p = drop, _ = keep_mask(tuple(x.shape), 0.3, "cpu")
     scale = 2.0 / (1 - p)
-    out = lora_linear(x, weight, bias, lora_a, lora_b, scale, keep)
+    out = lora_linear(x, weight, bias, lora_a, lora_b, scale, drop)
     expected = x @ weight.t() + bias + ((x * keep) @ lora_a.t() @ lora_b.t()) * scale
     torch.testing.assert_close(out, expected)
     grads = torch.autograd.grad(out.square().sum(), (x, lora_a, lora_b))
@@ -78,6 +83,32 @@ def test_keep_mask_drops_at_the_requested_rate() -> None:
     assert 1 - keep.float().mean().item() == pytest.approx(p, abs=0.002)
     assert 1 - keep_mask((1000, 1000), 0.5, "cpu")[0].float().mean().item() == pytest.approx(0.5, abs=0.005)
     assert bool(keep_mask((64, 64), 0.0, "cpu")[0].all())
+
+
+def test_dropped_positions_are_independent_drops_at_the_requested_rate() -> None:
+    torch.manual_seed(2)
+    n, p = 200_000, 0.05
+    draws = [dropped_positions(n, p) for _ in range(20)]
+    for drop in draws:
+        assert drop.dtype == torch.int64 and int(drop[0]) >= 0 and int(drop[-1]) < n
+        assert bool((drop[1:] > drop[:-1]).all())  # sorted, each position once
+    counts = torch.tensor([len(d) for d in draws], dtype=torch.float64)
+    assert counts.mean().item() / n == pytest.approx(p, rel=0.01)
+    assert counts.std().item() == pytest.approx((n * p * (1 - p)) ** 0.5, rel=0.4)  # binomial spread
+    hits = torch.zeros(n).index_add_(0, torch.cat(draws), torch.ones(int(counts.sum())))
+    # every position drops alike: first, middle and last tenth at the same rate
+    for part in hits.view(10, -1)[[0, 5, 9]]:
+        assert part.mean().item() / 20 == pytest.approx(p, rel=0.05)
+    # kept runs between drops are geometric: P(next element also dropped) = p
+    adjacent = sum(int(((d[1:] - d[:-1]) == 1).sum()) for d in draws) / int(counts.sum())
+    assert adjacent == pytest.approx(p, rel=0.1)
+    assert len(dropped_positions(10, 0.999)) >= 9 and len(dropped_positions(0, 0.5)) == 0
+    torch.manual_seed(7)
+    first = dropped_positions(5000, 0.5)
+    torch.manual_seed(7)
+    assert torch.equal(first, dropped_positions(5000, 0.5))  # torch's generator: seeded like nn.Dropout
+    torch.manual_seed(7)
+    assert torch.equal(first, dropped_positions(5000, 0.5, draws=16))  # drawn in many rounds: the same positions
 
 
 def test_training_dropout_is_seeded_and_off_in_eval() -> None:

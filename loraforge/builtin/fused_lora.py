@@ -5,11 +5,13 @@ about seven autograd nodes and draws a float dropout mask with `bernoulli_`. On 
 LoRA, that bookkeeping and the mask cost as much as the matmuls. `FusedLinear.forward` computes the same function
 with one `torch.autograd.Function` and a cheaper mask:
 
-* the mask is drawn as 16-bit integers from torch's own generator (one 64-bit draw yields four), so seeding,
-  checkpoint recomputation and resuming behave exactly as for `nn.Dropout`; the drop probability is rounded to a
-  multiple of 1/65536 (0.05 becomes 0.0500031). The comparison writes the mask as 0/1 in the compute dtype, as
-  multiplying by a boolean mask would convert it on every use (on a CPU that conversion costs three times the
-  multiply);
+* on a CPU, dropout draws only the positions it drops: the gaps between dropped elements are geometric, so about
+  n·p uniforms are drawn instead of one number per element (one in twenty for p = 0.05), the dropped elements are
+  zeroed by index, and backward keeps the indices (8 bytes per dropped element) rather than a mask. Elsewhere the
+  mask is drawn as 16-bit integers (one 64-bit draw yields four) with the drop probability rounded to a multiple of
+  1/65536, and written as 0/1 in the compute dtype (multiplying by a boolean mask would convert it on every use).
+  Both draw from torch's own generator, so seeding, checkpoint recomputation and resuming behave exactly as for
+  `nn.Dropout`;
 * the 1/(1-p) rescale is folded into the LoRA scaling rather than applied to the activations;
 * backward is written out: the gradients of A and B, and of the input only when something upstream needs it.
 
@@ -22,6 +24,7 @@ run in the autocast dtype, as they would with PEFT.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 LEVELS = 1 << 16  # mask resolution: dropout probabilities are multiples of 1/65536
@@ -42,15 +45,50 @@ def keep_mask(shape: tuple[int, ...], p: float, device: Any, dtype: Any = None) 
     return keep, dropped / LEVELS
 
 
+def dropped_positions(n: int, p: float, device: Any = "cpu", draws: int | None = None) -> Any:
+    """The sorted flat indices of the elements that dropout with probability `p` removes from `n` elements, each
+    independently: the runs of kept elements between drops are geometric, floor(log(1 - u) / log(1 - p)).
+
+    Uniforms are drawn `draws` at a time, by default enough to reach the end in all but about one call in 10^9;
+    the positions depend only on the generator's state, not on `draws`."""
+    import torch
+
+    log_keep = math.log1p(-p)
+    found, start = [], 0
+    while True:
+        left = (n - start) * p
+        u = torch.empty(draws or int(left + 6 * math.sqrt(left) + 16), device=device).uniform_()
+        ends = torch.log1p(u.neg_()).div_(log_keep).long().add_(1).cumsum_(0).add_(start - 1)
+        last = int(ends[-1])
+        if last >= n:
+            found.append(ends[:int(torch.searchsorted(ends, n))])
+            return torch.cat(found) if len(found) > 1 else found[0]
+        found.append(ends)  # rarely: the draws ended short of n
+        start = last + 1
+
+
+def _dropped(t: Any, drop: Any, own: bool) -> Any:
+    """`t` with the dropped elements zeroed; `drop` is a 0/1 keep mask or `dropped_positions`. With `own`, `t` is
+    a fresh contiguous tensor that may be changed in place."""
+    import torch
+
+    if drop.is_floating_point():
+        return t * drop.reshape(t.shape)
+    if not own:
+        t = t.clone(memory_format=torch.contiguous_format)
+    t.view(-1).index_fill_(0, drop, 0)
+    return t
+
+
 @functools.cache
 def _function() -> Any:
     import torch
 
     class LoraLinearFunction(torch.autograd.Function):
-        """y = x·Wᵀ + bias + scale·((x ⊙ keep)·Aᵀ)·Bᵀ; W in `base_dtype`, A and B in `lora_dtype`."""
+        """y = x·Wᵀ + bias + scale·(drop(x)·Aᵀ)·Bᵀ; W in `base_dtype`, A and B in `lora_dtype`."""
 
         @staticmethod
-        def forward(ctx: Any, x: Any, weight: Any, bias: Any, lora_a: Any, lora_b: Any, keep: Any, scale: float,
+        def forward(ctx: Any, x: Any, weight: Any, bias: Any, lora_a: Any, lora_b: Any, drop: Any, scale: float,
                     base_dtype: Any, lora_dtype: Any) -> Any:
             with torch.autocast(x.device.type, enabled=False):
                 rows = x.reshape(-1, x.shape[-1])
@@ -58,22 +96,22 @@ def _function() -> Any:
                 xb = rows.to(base_dtype)
                 y = xb @ w.t() if bias is None else torch.addmm(bias.to(base_dtype), xb, w.t())
                 xl = rows.to(lora_dtype)
-                if keep is not None:
-                    xl = xl * keep.reshape(xl.shape)
+                if drop is not None:
+                    xl = _dropped(xl, drop, own=xl is not rows and xl.is_contiguous())
                 a, b = lora_a.to(lora_dtype), lora_b.to(lora_dtype)
                 h = xl @ a.t()
                 if base_dtype == lora_dtype:
                     y.addmm_(h, b.t(), alpha=scale)
                 else:
                     y += (h @ b.t()).mul_(scale).to(base_dtype)
-            ctx.save_for_backward(weight, lora_a, lora_b, xl, h, keep)
+            ctx.save_for_backward(weight, lora_a, lora_b, xl, h, drop)
             ctx.scale, ctx.base_dtype, ctx.lora_dtype = scale, base_dtype, lora_dtype
             ctx.x_dtype, ctx.bias_dtype = x.dtype, None if bias is None else bias.dtype
             return y.view(*x.shape[:-1], y.shape[-1])
 
         @staticmethod
         def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
-            weight, lora_a, lora_b, xl, h, keep = ctx.saved_tensors
+            weight, lora_a, lora_b, xl, h, drop = ctx.saved_tensors
             needs = ctx.needs_input_grad
             with torch.autocast(grad.device.type, enabled=False):
                 rows = grad.reshape(-1, grad.shape[-1])
@@ -85,8 +123,8 @@ def _function() -> Any:
                 grad_x = grad_bias = None
                 if needs[0]:
                     back = gh @ lora_a.to(ctx.lora_dtype)
-                    if keep is not None:
-                        back = back * keep.reshape(back.shape)
+                    if drop is not None:
+                        back = _dropped(back, drop, own=True)
                     grad_x = rows.to(ctx.base_dtype) @ weight.to(ctx.base_dtype)
                     grad_x = (grad_x + back.to(ctx.base_dtype)).to(ctx.x_dtype)
                     grad_x = grad_x.view(*grad.shape[:-1], grad_x.shape[-1])
@@ -97,10 +135,11 @@ def _function() -> Any:
     return LoraLinearFunction
 
 
-def lora_linear(x: Any, weight: Any, bias: Any, lora_a: Any, lora_b: Any, scale: float, keep: Any = None,
+def lora_linear(x: Any, weight: Any, bias: Any, lora_a: Any, lora_b: Any, scale: float, drop: Any = None,
                 base_dtype: Any = None, lora_dtype: Any = None) -> Any:
-    """The fused LoRA linear map. `keep` is the dropout mask; the caller folds 1/(1-p) into `scale`."""
-    return _function().apply(x, weight, bias, lora_a, lora_b, keep, scale, base_dtype or weight.dtype,
+    """The fused LoRA linear map. `drop` is the dropout: a `keep_mask` or `dropped_positions` of x's elements; the
+    caller folds 1/(1-p) into `scale`."""
+    return _function().apply(x, weight, bias, lora_a, lora_b, drop, scale, base_dtype or weight.dtype,
                              lora_dtype or lora_a.dtype)
 
 
@@ -133,11 +172,14 @@ def fused_class() -> type:
             else:
                 base_dtype, lora_dtype = base.weight.dtype, lora_a.dtype
             dropout, scale = self.lora_dropout[name], self.scaling[name]
-            keep = None
+            drop = None
             if self.training and isinstance(dropout, torch.nn.Dropout) and dropout.p > 0:
-                keep, p = keep_mask(x.shape, dropout.p, x.device, lora_dtype)
+                if x.device.type == "cpu":  # finding where the draws end costs a device sync elsewhere
+                    drop, p = dropped_positions(x.numel(), dropout.p, x.device), dropout.p
+                else:
+                    drop, p = keep_mask(x.shape, dropout.p, x.device, lora_dtype)
                 scale = scale / (1 - p)
-            return lora_linear(x, base.weight, base.bias, lora_a, lora_b, scale, keep, base_dtype, lora_dtype)
+            return lora_linear(x, base.weight, base.bias, lora_a, lora_b, scale, drop, base_dtype, lora_dtype)
 
     return FusedLinear
 
