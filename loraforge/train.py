@@ -227,21 +227,20 @@ def can_share_prefix(run: Any, trainer: Any) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class PrefixLayout:
-    """A batch laid out as one sequence: `prefix` shared tokens, then `rows` rows of `length` tokens each.
-    `mask` [rows, 1, length, prefix + length] says what each row's tokens attend to: the whole prefix, then their
-    own row causally, padding excluded."""
+    """A batch laid out as one sequence: `prefix` shared tokens, then `rows` rows of `length` tokens each."""
 
     prefix: int
     rows: int
     length: int
-    mask: Any
 
 
 def shared_prefix_inputs(inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
     """The batch as one sequence: row 0's first `prefix` tokens once, then every row's remaining tokens.
 
     Each row keeps its own positions (the prefix's, then its own), attends to the prefix and to itself
-    (`shared_prefix_attention`), and the logits are taken at each row's kept tail only. The loss and gradients
+    (`shared_prefix_attention`), and the logits are taken at each row's kept tail only. The rows' attention mask
+    [rows, 1, length, prefix + length] goes in as a prepared 4D mask, which the model passes through untouched
+    rather than building a causal mask over the whole sequence. The loss and gradients
     equal those of the batch (the tests check it); the prefix's activations are computed once, and their
     gradients sum over the rows. Adapter dropout draws one mask for the prefix instead of one per row."""
     import torch
@@ -260,15 +259,16 @@ def shared_prefix_inputs(inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
             "input_ids": torch.cat([ids[0, :prefix], ids[:, prefix:].reshape(-1)])[None],
             "position_ids": torch.cat([positions[:prefix], positions[prefix:].repeat(rows)])[None],
             "logits_to_keep": (row_starts + torch.arange(length - kept, length, device=device)).reshape(-1),
+            "attention_mask": attends,
             "use_cache": False,
-            "shared_prefix": PrefixLayout(prefix, rows, length, attends)}
+            "shared_prefix": PrefixLayout(prefix, rows, length)}
 
 
 def _prefix_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
                       scaling: float | None = None, shared_prefix: PrefixLayout | None = None,
                       **kwargs: Any) -> tuple[Any, None]:
     """Attention over a `PrefixLayout` sequence (query, key, value: [1, heads, prefix + rows × length, dim]):
-    the prefix attends causally to itself, each row to the prefix and causally to itself."""
+    the prefix attends causally to itself, each row to the prefix and causally to itself (`attention_mask`)."""
     import torch
     import torch.nn.functional as F
 
@@ -289,7 +289,7 @@ def _prefix_attention(module: Any, query: Any, key: Any, value: Any, attention_m
                                                 is_causal=True, scale=scaling, **gqa)
     keys, values = (torch.cat([t[:, :, :p].expand(rows, -1, -1, -1), by_row(t, kv_heads)], dim=2)
                     for t in (key, value))
-    rows_out = F.scaled_dot_product_attention(by_row(query, heads), keys, values, attn_mask=shared_prefix.mask,
+    rows_out = F.scaled_dot_product_attention(by_row(query, heads), keys, values, attn_mask=attention_mask,
                                               dropout_p=dropout, scale=scaling, **gqa)
     out = torch.cat([prefix_out[0].transpose(0, 1), rows_out.transpose(1, 2).reshape(rows * length, heads, dim)])
     return out[None], None
