@@ -80,6 +80,21 @@ def _dropped(t: Any, drop: Any, own: bool) -> Any:
     return t
 
 
+def _as(t: Any, dtype: Any) -> Any:
+    """`t` in `dtype`; no call at all when it already is (these layers run some 600 tensor calls a step)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _no_autocast(t: Any) -> Any:
+    """A block that runs without autocast on `t`'s device; no context switch when autocast is off anyway."""
+    import contextlib
+
+    import torch
+
+    device = t.device.type
+    return torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else contextlib.nullcontext()
+
+
 @functools.cache
 def _function() -> Any:
     import torch
@@ -90,15 +105,14 @@ def _function() -> Any:
         @staticmethod
         def forward(ctx: Any, x: Any, weight: Any, bias: Any, lora_a: Any, lora_b: Any, drop: Any, scale: float,
                     base_dtype: Any, lora_dtype: Any) -> Any:
-            with torch.autocast(x.device.type, enabled=False):
+            with _no_autocast(x):
                 rows = x.reshape(-1, x.shape[-1])
-                w = weight.to(base_dtype)
-                xb = rows.to(base_dtype)
-                y = xb @ w.t() if bias is None else torch.addmm(bias.to(base_dtype), xb, w.t())
-                xl = rows.to(lora_dtype)
+                xb, w = _as(rows, base_dtype), _as(weight, base_dtype)
+                y = xb @ w.t() if bias is None else torch.addmm(_as(bias, base_dtype), xb, w.t())
+                xl = _as(rows, lora_dtype)
                 if drop is not None:
                     xl = _dropped(xl, drop, own=xl is not rows and xl.is_contiguous())
-                a, b = lora_a.to(lora_dtype), lora_b.to(lora_dtype)
+                a, b = _as(lora_a, lora_dtype), _as(lora_b, lora_dtype)
                 h = xl @ a.t()
                 if base_dtype == lora_dtype:
                     y.addmm_(h, b.t(), alpha=scale)
@@ -113,23 +127,25 @@ def _function() -> Any:
         def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
             weight, lora_a, lora_b, xl, h, drop = ctx.saved_tensors
             needs = ctx.needs_input_grad
-            with torch.autocast(grad.device.type, enabled=False):
+            with _no_autocast(grad):
                 rows = grad.reshape(-1, grad.shape[-1])
-                gl = rows.to(ctx.lora_dtype)
-                b = lora_b.to(ctx.lora_dtype)
-                grad_b = (gl.t() @ h).mul_(ctx.scale).to(lora_b.dtype) if needs[4] else None
-                gh = (gl @ b).mul_(ctx.scale)
-                grad_a = (gh.t() @ xl).to(lora_a.dtype) if needs[3] else None
+                gl = _as(rows, ctx.lora_dtype)
+                grad_b = _as((gl.t() @ h).mul_(ctx.scale), lora_b.dtype) if needs[4] else None
+                gh = (gl @ _as(lora_b, ctx.lora_dtype)).mul_(ctx.scale)
+                grad_a = _as(gh.t() @ xl, lora_a.dtype) if needs[3] else None
                 grad_x = grad_bias = None
                 if needs[0]:
-                    back = gh @ lora_a.to(ctx.lora_dtype)
+                    back = gh @ _as(lora_a, ctx.lora_dtype)
                     if drop is not None:
                         back = _dropped(back, drop, own=True)
-                    grad_x = rows.to(ctx.base_dtype) @ weight.to(ctx.base_dtype)
-                    grad_x = (grad_x + back.to(ctx.base_dtype)).to(ctx.x_dtype)
+                    if ctx.base_dtype == ctx.lora_dtype == ctx.x_dtype:
+                        grad_x = back.addmm_(_as(rows, ctx.base_dtype), _as(weight, ctx.base_dtype))
+                    else:
+                        grad_x = _as(rows, ctx.base_dtype) @ _as(weight, ctx.base_dtype)
+                        grad_x = (grad_x + back.to(ctx.base_dtype)).to(ctx.x_dtype)
                     grad_x = grad_x.view(*grad.shape[:-1], grad_x.shape[-1])
                 if ctx.bias_dtype is not None and needs[2]:
-                    grad_bias = rows.sum(0).to(ctx.bias_dtype)
+                    grad_bias = _as(rows.sum(0), ctx.bias_dtype)
             return grad_x, None, grad_bias, grad_a, grad_b, None, None, None, None
 
     return LoraLinearFunction
