@@ -244,13 +244,17 @@ def test_a_run_puts_the_time_planned_for_it_beside_its_own(capsys, make_recipe):
     from loraforge.engine import run_recipe
     from loraforge.recipe import load_recipe
 
-    table = ner_recipe(training={"max_steps": 2, "batch_size": 4}, evaluation={"split": "none"})
-    data = {"train": ner_records(16)}
+    table = ner_recipe(training={"max_steps": 2, "batch_size": 4, "eval_loss": True}, evaluation={"split": "none"})
+    data = {"train": ner_records(16), "validation": ner_records(4, 50)}
     planned = make_recipe({**table, "output": {"dir": "planned"}}, name="planned.toml", data=data)
     plan = plan_json(capsys, str(planned), "--device", "cpu")
     metrics = json.loads((run_recipe(load_recipe(planned)).out_dir / "metrics.json").read_text())
     assert metrics["plan"]["predicted_train_s"] == plan["predicted_train_seconds"]
-    assert metrics["plan"]["actual_train_s"] == metrics["train"]["runtime_s"] > 0
+    # the plan predicts training steps: the validation loss computed at the end is not part of it
+    train = metrics["train"]
+    assert train["validation_s"] > 0 and train["eval_loss"] is not None
+    assert metrics["plan"]["actual_train_s"] == pytest.approx(train["runtime_s"] - train["validation_s"], abs=0.011)
+    assert metrics["plan"]["actual_train_s"] > 0
     # a plan made with other --set values is for another recipe: not compared, and the run says why
     other = make_recipe({**table, "output": {"dir": "other"}}, name="other.toml", data=data)
     plan_json(capsys, str(other), "--device", "cpu", "--set", "training.max_steps=3")
