@@ -212,15 +212,15 @@ class PadCollator:
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        longest = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), longest), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(features), longest), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(features), longest), dtype=torch.long)
-        for i, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[i, :n] = torch.tensor(f["input_ids"])
-            labels[i, :n] = torch.tensor(f["labels"])
-            mask[i, :n] = 1
+        lengths = [len(f["input_ids"]) for f in features]
+        longest = max(lengths)
+
+        def padded(key: str, value: int) -> Any:  # one tensor from Python lists: one call, not one per row
+            return torch.tensor([list(f[key]) + [value] * (longest - n) for f, n in zip(features, lengths)],
+                                dtype=torch.long)
+
+        ids, labels = padded("input_ids", self.pad_token_id), padded("labels", IGNORE_INDEX)
+        mask = (torch.arange(longest)[None] < torch.tensor(lengths)[:, None]).long()
         batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
         if self.logits_on_targets:
             # logits at position t predict token t+1: keep from one before the earliest target token

@@ -28,6 +28,15 @@ def features(prefix: list[int], middles: list[int], targets: list[int]) -> list[
     return out
 
 
+def test_collator_pads_each_row_at_the_end() -> None:
+    rows = [{"input_ids": [5, 6, 7], "labels": [IGNORE_INDEX, 6, 7]}, {"input_ids": (8,), "labels": (8,)}]
+    batch = PadCollator(pad_token_id=2)(rows)
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 2, 2]]
+    assert batch["labels"].tolist() == [[IGNORE_INDEX, 6, 7], [8, IGNORE_INDEX, IGNORE_INDEX]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert {t.dtype for t in batch.values()} == {torch.long}
+
+
 def test_collator_finds_the_common_prefix_before_the_earliest_target() -> None:
     collate = PadCollator(pad_token_id=2, logits_on_targets=True, share_prefix=True, min_prefix=8)
     prefix = list(range(10, 30))  # 20 tokens every row has
