@@ -238,11 +238,12 @@ def shared_prefix_inputs(inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
     """The batch as one sequence: row 0's first `prefix` tokens once, then every row's remaining tokens.
 
     Each row keeps its own positions (the prefix's, then its own), attends to the prefix and to itself
-    (`shared_prefix_attention`), and the logits are taken at each row's kept tail only. The rows' attention mask
-    [rows, 1, length, prefix + length] goes in as a prepared 4D mask, which the model passes through untouched
-    rather than building a causal mask over the whole sequence. The loss and gradients
-    equal those of the batch (the tests check it); the prefix's activations are computed once, and their
-    gradients sum over the rows. Adapter dropout draws one mask for the prefix instead of one per row."""
+    (`shared_prefix_attention`), and the logits are taken at each row's kept tail only. The loss and gradients
+    equal those of the batch (the tests check it); the prefix's activations are computed once, and their gradients
+    sum over the rows. Adapter dropout draws once for the prefix instead of once per row.
+
+    What each row attends to, [rows, 1, length, prefix + length], goes in as `attention_mask`: a prepared 4D mask,
+    which the model hands to the attention as it is instead of building a causal mask over the whole sequence."""
     import torch
 
     ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()

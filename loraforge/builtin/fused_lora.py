@@ -23,6 +23,7 @@ run in the autocast dtype, as they would with PEFT.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from typing import Any
@@ -87,8 +88,6 @@ def _as(t: Any, dtype: Any) -> Any:
 
 def _no_autocast(t: Any) -> Any:
     """A block that runs without autocast on `t`'s device; no context switch when autocast is off anyway."""
-    import contextlib
-
     import torch
 
     device = t.device.type
