@@ -124,7 +124,7 @@ def once(recipe: Path, overrides: list[str], out: Path, index: int) -> dict[str,
     return {
         "loraforge": {"tokens_per_s": lf_train["tokens_per_s"], "padding_fraction": lf_train["padding_fraction"],
                       "shared_prefix_fraction": lf_train["shared_prefix_fraction"],
-                      "train_s": lf_train["runtime_s"] - lf_train["validation_s"], "eval_s": metrics["evaluate_s"],
+                      "train_s": lf_train["training_s"], "eval_s": metrics["evaluate_s"],
                       "wall_s": lf_wall,
                       "peak_rss_mib": lf_rss, "micro_f1": lf_seqeval["micro"]["f1"],
                       "unseen_recall": unseen_recall(lf_seqeval), "gflops": flops * lf_train["tokens_per_s"] / 1e9},

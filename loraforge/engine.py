@@ -387,9 +387,8 @@ def predicted_vs_actual(run: Run) -> dict[str, Any]:
         run.warn(f"{PLAN_FILE} in the run folder was planned for a different recipe or other --set values; "
                  "not compared with this run (run `loraforge plan` with the same arguments to compare)")
         return {}
-    train = run.summary.get("train", {})
-    # the plan predicts the training steps; the validation-loss passes between epochs are not among them
-    actual = round(train["runtime_s"] - train.get("validation_s", 0.0), 2) if train.get("runtime_s") else None
+    # the plan predicts the training steps: their time without the validation-loss passes between epochs
+    actual = run.summary.get("train", {}).get("training_s")
     out = {"predicted_train_s": plan.get("predicted_train_seconds"), "actual_train_s": actual}
     if plan.get("calibrated_train_seconds"):
         out["calibrated_train_s"] = round(plan["calibrated_train_seconds"], 1)

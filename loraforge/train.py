@@ -407,6 +407,7 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
     with interrupt:
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     seconds = time.perf_counter() - start
+    training = seconds - callback.validation_s  # the validation-loss passes between epochs are not training
     # Accelerate patches forward() with mixed-precision autocast; evaluation and export want the plain model
     run.model = trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
     if interrupt.requested:
@@ -422,12 +423,11 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
         "epochs": round(epochs, 3),
         "runtime_s": round(seconds, 2),
         "validation_s": round(callback.validation_s, 2),
+        "training_s": round(training, 2),
         "train_loss": round(float(result.training_loss), 5),
         "eval_loss": round(float(history[-1]["eval_loss"]), 5) if history else None,
         "tokens": int(tokens * epochs),
-        # training throughput: the validation-loss passes between epochs are not training
-        "tokens_per_s": round(tokens * epochs / training, 1) if (training := seconds - callback.validation_s) > 0
-        else None,
+        "tokens_per_s": round(tokens * epochs / training, 1) if training > 0 else None,
         "records": len(train_set),
         **batch_shares(trainer, train_set),
     }

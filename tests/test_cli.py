@@ -75,5 +75,6 @@ def test_run_end_to_end_shows_progress_and_table(tmp_path: Path, cache_env: dict
     assert train["eval_loss"] is not None and 0 < train["validation_s"] < train["runtime_s"]
     training_s = train["tokens"] / train["tokens_per_s"]  # both times are rounded to 0.01 s
     assert training_s == pytest.approx(train["runtime_s"] - train["validation_s"], abs=0.011)
+    assert train["training_s"] == pytest.approx(train["runtime_s"] - train["validation_s"], abs=0.011)
     again = cli("run", str(path), env=cache_env)
     assert again.returncode == 2 and "already holds a finished run" in again.stderr
