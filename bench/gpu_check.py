@@ -118,7 +118,7 @@ def paths(folder: Path, device: str) -> dict:
     from loraforge.builtin.fused_lora import fuse
     from loraforge.components import CHECKPOINTING
     from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
-    from loraforge.train import shared_prefix_attention, shared_prefix_inputs
+    from loraforge.prefix import shared_prefix_attention, shared_prefix_inputs
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, device_map={"": device})

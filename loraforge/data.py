@@ -199,7 +199,7 @@ class PadCollator:
 
     With `share_prefix` as well, the batch says how many leading tokens every row has in common before any target
     (an instruction template, a system prompt): `prefix_length`, at least `min_prefix` tokens, else 0. The trainer
-    then runs that prefix once instead of once per row (see `train.shared_prefix_inputs`).
+    then runs that prefix once instead of once per row (see `prefix.shared_prefix_inputs`).
     """
 
     def __init__(self, pad_token_id: int, logits_on_targets: bool = False, share_prefix: bool = False,

@@ -69,7 +69,8 @@ class TrainingSection:
     logits_on_targets: bool = option(True, help="Compute the LM head only where the loss needs it (targets "
                                                 "follow prompts): the same loss with less work.")
     share_prefix: bool = option(True, help="Run the prompt tokens a whole batch has in common (an instruction "
-                                           "template) once per batch, not once per row; also under gradient "
+                                           "template) once per batch, not once per row, and the last layer's "
+                                           "attention and MLP only where the loss reads; also under gradient "
                                            "checkpointing and DDP, not under FSDP or DeepSpeed, and not on models "
                                            "with sliding-window attention.")
     logging_steps: int = option(10, ge=1, help="Optimizer steps between loss reports.")

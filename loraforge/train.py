@@ -7,20 +7,19 @@ Because this is the stock Trainer, `accelerate launch -m loraforge run ...` and 
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
 import json
 import math
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from .data import PadCollator, target_loss
 from .errors import Interrupted, RunError
+from .prefix import accepts_logits_to_keep, attends_through_interface, shared_prefix_attention, shared_prefix_inputs
 
 
 def cpu_has_bf16() -> bool:
@@ -183,39 +182,6 @@ def non_finite(run: Any, step: int) -> RunError:
                     hint="Lower training.learning_rate (or use precision \"fp32\") and start over with --restart.")
 
 
-def _causal_lm(model: Any) -> Any:
-    """The causal LM under the adapter (and under a DistributedDataParallel wrapper)."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    model = model.module if isinstance(model, DistributedDataParallel) else model
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
-
-
-def _forward_parameters(model: Any) -> Any:
-    import inspect
-
-    return inspect.signature(_causal_lm(model).forward).parameters
-
-
-def accepts_logits_to_keep(model: Any) -> bool:
-    """Whether the causal LM under the adapter can compute logits for the last positions only."""
-    return "logits_to_keep" in _forward_parameters(model)
-
-
-def attends_through_interface(model: Any) -> bool:
-    """Whether `shared_prefix_attention` can run the causal LM under the adapter: its attention goes through
-    transformers' attention interface (`_supports_attention_backend`) and is full causal attention in every layer
-    (no sliding or chunked windows, no logit soft-capping)."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    lm = _causal_lm(model)
-    config = lm.config
-    return (getattr(lm, "_supports_attention_backend", False) and config._attn_implementation is not None
-            and getattr(config, "attn_logit_softcapping", None) is None
-            and all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers))
-
-
 def can_share_prefix(run: Any, trainer: Any) -> bool:
     """Shared prefixes need logits on targets and a model `shared_prefix_attention` can run. Not tried under FSDP
     or DeepSpeed: off there."""
@@ -223,116 +189,6 @@ def can_share_prefix(run: Any, trainer: Any) -> bool:
     return (t.share_prefix and t.logits_on_targets and accepts_logits_to_keep(model)
             and attends_through_interface(model)
             and not getattr(trainer, "is_fsdp_enabled", False) and not getattr(trainer, "is_deepspeed_enabled", False))
-
-
-@dataclasses.dataclass(frozen=True)
-class PrefixLayout:
-    """A batch laid out as one sequence: `prefix` shared tokens, then `rows` rows of `length` tokens each."""
-
-    prefix: int
-    rows: int
-    length: int
-
-
-def shared_prefix_inputs(inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
-    """The batch as one sequence: row 0's first `prefix` tokens once, then every row's remaining tokens.
-
-    Each row keeps its own positions (the prefix's, then its own), attends to the prefix and to itself
-    (`shared_prefix_attention`), and the logits are taken at each row's kept tail only. The loss and gradients
-    equal those of the batch (the tests check it); the prefix's activations are computed once, and their gradients
-    sum over the rows. Adapter dropout draws once for the prefix instead of once per row.
-
-    What each row attends to, [rows, 1, length, prefix + length], goes in as `attention_mask`: a prepared 4D mask,
-    which the model hands to the attention as it is instead of building a causal mask over the whole sequence."""
-    import torch
-
-    ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
-    rows, length = ids.shape[0], ids.shape[1] - prefix
-    kept = inputs["logits_to_keep"]
-    device = ids.device
-    positions = torch.arange(prefix + length, device=device)
-    row_starts = prefix + torch.arange(rows, device=device)[:, None] * length
-    causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
-    attends = torch.cat([torch.ones(rows, 1, length, prefix, dtype=torch.bool, device=device),
-                         causal & mask[:, None, None, prefix:]], dim=-1)
-    rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "logits_to_keep")}
-    return {**rest,
-            "input_ids": torch.cat([ids[0, :prefix], ids[:, prefix:].reshape(-1)])[None],
-            "position_ids": torch.cat([positions[:prefix], positions[prefix:].repeat(rows)])[None],
-            "logits_to_keep": (row_starts + torch.arange(length - kept, length, device=device)).reshape(-1),
-            "attention_mask": attends,
-            "use_cache": False,
-            "shared_prefix": PrefixLayout(prefix, rows, length)}
-
-
-def _prefix_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
-                      scaling: float | None = None, shared_prefix: PrefixLayout | None = None,
-                      **kwargs: Any) -> tuple[Any, None]:
-    """Attention over a `PrefixLayout` sequence (query, key, value: [1, heads, prefix + rows × length, dim]):
-    the prefix attends causally to itself, each row to the prefix and causally to itself (`attention_mask`)."""
-    import torch
-    import torch.nn.functional as F
-
-    p, rows, length = shared_prefix.prefix, shared_prefix.rows, shared_prefix.length
-    heads, kv_heads, dim = query.shape[1], key.shape[1], query.shape[-1]
-    gqa = {}
-    if heads != kv_heads:
-        if query.device.type == "cpu":  # CUDA's fused kernels take grouped heads only without a mask
-            gqa["enable_gqa"] = True
-        else:
-            key, value = (t.repeat_interleave(heads // kv_heads, dim=1) for t in (key, value))
-            kv_heads = heads
-
-    def by_row(t: Any, n: int) -> Any:
-        return t[0, :, p:].view(n, rows, length, dim).transpose(0, 1)
-
-    prefix_out = F.scaled_dot_product_attention(query[:, :, :p], key[:, :, :p], value[:, :, :p], dropout_p=dropout,
-                                                is_causal=True, scale=scaling, **gqa)
-    keys, values = (torch.cat([t[:, :, :p].expand(rows, -1, -1, -1), by_row(t, kv_heads)], dim=2)
-                    for t in (key, value))
-    rows_out = F.scaled_dot_product_attention(by_row(query, heads), keys, values, attn_mask=attention_mask,
-                                              dropout_p=dropout, scale=scaling, **gqa)
-    out = torch.cat([prefix_out[0].transpose(0, 1), rows_out.transpose(1, 2).reshape(rows * length, heads, dim)])
-    return out[None], None
-
-
-_ATTENTION_PREFIX = "loraforge_shared_prefix_"
-
-
-@functools.cache
-def _attention_name(original: str) -> str:
-    """Register, once per attention implementation, one that runs `PrefixLayout` sequences itself and hands
-    everything else to `original` (masks included)."""
-    from transformers import AttentionInterface
-    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    def attention(module: Any, *args: Any, shared_prefix: PrefixLayout | None = None, **kwargs: Any) -> Any:
-        if shared_prefix is not None:
-            return _prefix_attention(module, *args, shared_prefix=shared_prefix, **kwargs)
-        return ALL_ATTENTION_FUNCTIONS[original](module, *args, **kwargs)
-
-    name = _ATTENTION_PREFIX + original
-    AttentionInterface.register(name, attention)
-    if original in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
-        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
-    return name
-
-
-@contextlib.contextmanager
-def shared_prefix_attention(model: Any) -> Iterator[None]:
-    """While open, the model runs `shared_prefix_inputs` batches (forward and backward, checkpoint
-    recomputation included) and every other batch as before."""
-    config = _causal_lm(model).config
-    original = config._attn_implementation
-    if original.startswith(_ATTENTION_PREFIX):  # already open
-        yield
-        return
-    config._attn_implementation = _attention_name(original)
-    try:
-        yield
-    finally:
-        config._attn_implementation = original
 
 
 @functools.cache

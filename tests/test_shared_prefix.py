@@ -13,8 +13,8 @@ from loraforge.builtin.fused_lora import fuse
 from loraforge.components import CHECKPOINTING
 from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
 from loraforge.engine import run_recipe
+from loraforge.prefix import attends_through_interface, shared_prefix_attention, shared_prefix_inputs
 from loraforge.recipe import load_recipe
-from loraforge.train import attends_through_interface, shared_prefix_attention, shared_prefix_inputs
 
 
 def features(prefix: list[int], middles: list[int], targets: list[int]) -> list[dict[str, list[int]]]:
@@ -147,3 +147,20 @@ def test_shared_prefixes_only_for_full_causal_attention(config: type, extra: dic
                    num_key_value_heads=2, head_dim=8, vocab_size=64, **extra)
     model = get_peft_model(AutoModelForCausalLM.from_config(small), LoraConfig(r=2, target_modules="all-linear"))
     assert attends_through_interface(model) == shares
+
+
+def test_the_last_layer_runs_its_mlp_on_the_kept_tails_only() -> None:
+    model = tiny_lora()
+    batch = PadCollator(pad_token_id=2, logits_on_targets=True, share_prefix=True)(
+        features(list(range(40, 64)), [6, 0, 11, 3], [7, 12, 4, 9]))
+    inputs = shared_prefix_inputs(batch, batch.pop("prefix_length"))
+    layers = model.base_model.model.model.layers
+    seen: list[int] = []
+    for layer in layers:
+        layer.mlp.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    with shared_prefix_attention(model):
+        model(**{k: v for k, v in inputs.items() if k != "labels"})
+    assert not layers[-1].mlp._forward_pre_hooks and not layers[-1]._forward_pre_hooks  # removed on leaving
+    sequence, kept = inputs["input_ids"].shape[1], len(inputs["logits_to_keep"])
+    assert seen == [sequence] * (len(layers) - 1) + [kept]
+    assert kept < sequence
