@@ -141,8 +141,10 @@ def paths(folder: Path, device: str) -> dict:
     def loss_and_grads(m, share: bool) -> tuple[float, list]:
         m.train()
         params = [p for p in m.parameters() if p.requires_grad]
+        inputs = shared_prefix_inputs({**batch, "labels": labels}, shared) if share else {**batch, "labels": labels}
+        targets = inputs.pop("labels")
         with torch.autocast(device, dtype=torch.bfloat16), shared_prefix_attention(m):
-            loss = target_loss(m(**(shared_prefix_inputs(batch, shared) if share else batch)), labels)
+            loss = target_loss(m(**inputs), targets)
             return float(loss), [g.float() for g in torch.autograd.grad(loss, params)]
 
     def difference(a: tuple[float, list], b: tuple[float, list]) -> dict:

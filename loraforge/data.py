@@ -240,15 +240,20 @@ def shared_prefix_length(common: int, first_target: int, minimum: int = MIN_SHAR
 
 
 def target_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
-    """Causal-LM cross-entropy over the kept tail of logits; equal to the full loss, as prompts are masked."""
+    """Causal-LM cross-entropy over the kept tail of logits; equal to the full loss, as prompts are masked.
+
+    1-D `labels` are one per logit, already aligned (`prefix.shared_prefix_inputs` computes logits only where a
+    label follows)."""
     import torch.nn.functional as F
 
     logits = outputs.logits
-    logits = logits.view(labels.shape[0], -1, logits.shape[-1])  # shared prefixes: one sequence → rows
-    kept = logits.shape[1]
-    # position t is scored against token t+1; the last kept position has nothing to predict. Padding the targets
-    # (rather than slicing the logits) keeps the logits contiguous: no copy, and no zero-filled slice gradient.
-    targets = F.pad(labels[:, labels.shape[1] - kept + 1:], (0, 1), value=IGNORE_INDEX)
+    if labels.dim() == 1:
+        targets = labels
+    else:
+        kept = logits.shape[1]
+        # position t is scored against token t+1; the last kept position has nothing to predict. Padding the
+        # targets (rather than slicing the logits) keeps the logits contiguous: no copy, no zero-filled gradient.
+        targets = F.pad(labels[:, labels.shape[1] - kept + 1:], (0, 1), value=IGNORE_INDEX)
     loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1),
                            ignore_index=IGNORE_INDEX, reduction="sum")
     count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 from .devices import GIB
 from .errors import RecipeError
@@ -250,12 +250,21 @@ def knobs(m: MemoryInputs, memory_gib: float, grad_accum: int, longest: int | No
 # ----------------------------------------------------------------------------------------------- time math
 
 
+class EpochPositions(NamedTuple):
+    """Positions of one epoch of training batches."""
+
+    padded: int  # every row padded to its batch's longest
+    head: int  # where the LM head runs
+    shared: int  # saved by running each batch's common prefix once
+    last_layer_skipped: int  # where the last layer of a shared-prefix batch runs no MLP (it feeds the LM head only)
+
+
 def simulate_batches(lengths: list[int], prompts: list[int], batch: int, group_by_length: bool,
-                     seed: int = 42, shared_prefix: int = 0) -> tuple[int, int, int]:
-    """(padded tokens, LM-head positions, shared-prefix savings) of one epoch. Each batch pads to its longest
-    record; the Trainer's length-grouped sampler sorts shuffled mega-batches of 50 batches. Logits start one before
-    the batch's earliest target (prompts are masked out of the loss). A prefix of `shared_prefix` tokens common to
-    every prompt runs once per batch, up to one before the batch's earliest target."""
+                     seed: int = 42, shared_prefix: int = 0) -> EpochPositions:
+    """Each batch pads to its longest record; the Trainer's length-grouped sampler sorts shuffled mega-batches of 50
+    batches. Logits start one before the batch's earliest target (prompts are masked out of the loss). A prefix of
+    `shared_prefix` tokens common to every prompt runs once per batch, up to one before the batch's earliest
+    target; such a batch computes logits, and its last layer's MLP, only where a target token follows."""
     from .data import shared_prefix_length
 
     order = list(range(len(lengths)))
@@ -264,14 +273,20 @@ def simulate_batches(lengths: list[int], prompts: list[int], batch: int, group_b
         mega = 50 * batch
         order = [i for s in range(0, len(order), mega)
                  for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
-    padded = positions = shared = 0
+    padded = head = shared = skipped = 0
     for s in range(0, len(order), batch):
         rows = order[s:s + batch]
         longest, first_target = max(lengths[i] for i in rows), min(prompts[i] for i in rows)
         padded += longest * len(rows)
-        positions += (longest - max(first_target - 1, 0)) * len(rows)
-        shared += shared_prefix_length(shared_prefix, first_target) * (len(rows) - 1)
-    return padded, positions, shared
+        prefix = shared_prefix_length(shared_prefix, first_target) if len(rows) > 1 else 0
+        if prefix:
+            targets = sum(lengths[i] - prompts[i] for i in rows)
+            head += targets
+            shared += prefix * (len(rows) - 1)
+            skipped += prefix + (longest - prefix) * len(rows) - targets
+        else:
+            head += (longest - max(first_target - 1, 0)) * len(rows)
+    return EpochPositions(padded, head, shared, skipped)
 
 
 def train_flops(padded: float, positions: float, body: int, head: int, lora: int, saved: int,

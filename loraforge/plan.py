@@ -160,11 +160,11 @@ def data_stats(run: Any, tokenizer: Any | None) -> tuple[dict[str, Any], Any]:
     tail = getattr(t, "logits_on_targets", False)  # the LM head runs from the batch's earliest target on
     # shared prefixes (training.share_prefix) need the tail; training checks the rest on the loaded model
     share = tail and getattr(t, "share_prefix", False)
-    padded, positions, shared = simulate_batches(lengths, prompts if tail else [1] * len(keep), t.batch_size,
-                                                 t.group_by_length, t.seed, common if share else 0)
+    epoch = simulate_batches(lengths, prompts if tail else [1] * len(keep), t.batch_size, t.group_by_length, t.seed,
+                             common if share else 0)
     return dict(source=source, records=len(keep), dropped=len(run.train_examples) - len(keep),
-                per_epoch=sum(lengths), padded_per_epoch=padded, shared_per_epoch=shared,
-                head_positions_per_epoch=positions,
+                per_epoch=sum(lengths), padded_per_epoch=epoch.padded, shared_per_epoch=epoch.shared,
+                head_positions_per_epoch=epoch.head, last_layer_skipped_per_epoch=epoch.last_layer_skipped,
                 longest=max(lengths), mean_prompt=sum(prompts) / len(keep), mean_target=sum(targets) / len(keep),
                 head_window=min(t.max_length, max(lengths) - min(prompts) + 1) if tail else t.max_length), count
 
@@ -233,8 +233,10 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
     saved = [l for l in linear if any(l.name == s or l.name.startswith(f"{s}.") for s in params["saved_names"])]
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     computed = data["padded_per_epoch"] - data["shared_per_epoch"]  # positions the layers run
+    # the last layer of a shared-prefix batch skips most of its work outside the targets: counted as a whole layer
+    layer_positions = computed - data["last_layer_skipped_per_epoch"] / m.layers
     attention = 2 * m.layers * computed / data["records"] * m.heads * head_dim
-    flops = epochs * train_flops(computed, data["head_positions_per_epoch"], m.quantizable, head,
+    flops = epochs * train_flops(layer_positions, data["head_positions_per_epoch"], m.quantizable, head,
                                  params["lora"], sum(l.d * l.k for l in saved if l.name != shapes.output),
                                  attention, m.checkpointing, any(l.name == shapes.output for l in saved))
     mfu = mfu_range(dev, m.bits)

@@ -3,7 +3,7 @@ that prefix once, as one sequence, with the loss and gradients of the batch.
 
 The collator finds the prefix (`data.PadCollator`); the Trainer lays the batch out (`shared_prefix_inputs`) and
 runs the model inside `shared_prefix_attention`, which swaps in an attention that knows the layout. The last
-decoder layer only feeds the LM head, so there it computes attention and MLP for the positions the loss reads.
+decoder layer only feeds the LM head, so there it computes attention and MLP only where the loss reads.
 """
 
 from __future__ import annotations
@@ -46,59 +46,61 @@ def attends_through_interface(model: Any) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class PrefixLayout:
-    """A batch laid out as one sequence: `prefix` shared tokens, then `rows` rows of `length` tokens each, of
-    which the last `kept` feed the loss. `last` marks the last decoder layer's view of it (`_last_layer_on_tails`)."""
+    """A batch laid out as one sequence: `prefix` shared tokens, then `rows` rows of `length` tokens each. The loss
+    reads the logits at `targets` (sequence positions, in order), all within the last `kept` tokens of each row.
+    `last` marks the last decoder layer's view of it (`_last_layer_on_targets`)."""
 
     prefix: int
     rows: int
     length: int
     kept: int
+    targets: Any
     last: bool = False
 
-    def tails(self, x: Any) -> Any:
-        """[1, prefix + rows × length, ...] → [1, rows × kept, ...]: the positions the loss reads."""
-        rows = x[0, self.prefix:].view(self.rows, self.length, *x.shape[2:])
-        return rows[:, self.length - self.kept:].reshape(1, self.rows * self.kept, *x.shape[2:])
+    def at_targets(self, x: Any) -> Any:
+        """[1, sequence, ...] → [1, targets, ...]"""
+        return x.index_select(1, self.targets)
 
-    def from_tails(self, x: Any) -> Any:
-        """The inverse of `tails`, with zeros where no later computation reads."""
-        import torch
-        import torch.nn.functional as F
-
-        rest = x.shape[2:]
-        rows = F.pad(x.view(self.rows, self.kept, -1), (0, 0, self.length - self.kept, 0))
-        return torch.cat([x.new_zeros(self.prefix, *rest), rows.view(self.rows * self.length, *rest)])[None]
+    def from_targets(self, x: Any) -> Any:
+        """The inverse of `at_targets`, with zeros at every other position (which no later computation reads)."""
+        return x.new_zeros(1, self.prefix + self.rows * self.length, *x.shape[2:]).index_copy(1, self.targets, x)
 
 
 def shared_prefix_inputs(inputs: dict[str, Any], prefix: int) -> dict[str, Any]:
     """The batch as one sequence: row 0's first `prefix` tokens once, then every row's remaining tokens.
 
-    Each row keeps its own positions (the prefix's, then its own), attends to the prefix and to itself
-    (`shared_prefix_attention`), and the logits are taken at each row's kept tail only. The loss and gradients
-    equal those of the batch (the tests check it); the prefix's activations are computed once, and their gradients
-    sum over the rows. Adapter dropout draws once for the prefix instead of once per row.
+    Each row keeps its own positions (the prefix's, then its own) and attends to the prefix and to itself
+    (`shared_prefix_attention`). Logits are computed only where a label follows, and `labels` become those labels,
+    one per logit (1-D; `data.target_loss` reads them so). The loss and gradients equal those of the batch (the
+    tests check it); the prefix's activations are computed once, and their gradients sum over the rows. Adapter
+    dropout draws once for the prefix instead of once per row.
 
     What each row attends to, [rows, 1, length, prefix + length], goes in as `attention_mask`: a prepared 4D mask,
     which the model hands to the attention as it is instead of building a causal mask over the whole sequence."""
     import torch
 
-    ids, mask = inputs["input_ids"], inputs["attention_mask"].bool()
+    from .data import IGNORE_INDEX
+
+    ids, mask, labels = inputs["input_ids"], inputs["attention_mask"].bool(), inputs["labels"]
     rows, length = ids.shape[0], ids.shape[1] - prefix
-    kept = inputs["logits_to_keep"]
     device = ids.device
     positions = torch.arange(prefix + length, device=device)
-    row_starts = prefix + torch.arange(rows, device=device)[:, None] * length
     causal = torch.ones(length, length, dtype=torch.bool, device=device).tril()
     attends = torch.cat([torch.ones(rows, 1, length, prefix, dtype=torch.bool, device=device),
                          causal & mask[:, None, None, prefix:]], dim=-1)
-    rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "logits_to_keep")}
+    following = labels[:, prefix + 1:]  # the label each row position predicts
+    scored = following != IGNORE_INDEX
+    row, column = scored.nonzero(as_tuple=True)
+    targets = prefix + row * length + column
+    rest = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask", "logits_to_keep", "labels")}
     return {**rest,
             "input_ids": torch.cat([ids[0, :prefix], ids[:, prefix:].reshape(-1)])[None],
             "position_ids": torch.cat([positions[:prefix], positions[prefix:].repeat(rows)])[None],
-            "logits_to_keep": (row_starts + torch.arange(length - kept, length, device=device)).reshape(-1),
+            "logits_to_keep": targets,
+            "labels": following[scored],
             "attention_mask": attends,
             "use_cache": False,
-            "shared_prefix": PrefixLayout(prefix, rows, length, kept)}
+            "shared_prefix": PrefixLayout(prefix, rows, length, inputs["logits_to_keep"], targets)}
 
 
 def _prefix_attention(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, dropout: float = 0.0,
@@ -130,8 +132,8 @@ def _prefix_attention(module: Any, query: Any, key: Any, value: Any, attention_m
         rows_out = F.scaled_dot_product_attention(by_row(query, heads)[:, :, skip:], keys, values,
                                                   attn_mask=attention_mask[:, :, skip:], dropout_p=dropout,
                                                   scale=scaling, **gqa)
-        tails = rows_out.transpose(1, 2).reshape(1, rows * layout.kept, heads, dim)
-        return layout.from_tails(tails), None
+        rows_out = F.pad(rows_out.transpose(1, 2), (0, 0, 0, 0, skip, 0))  # zeros before the tails
+        return torch.cat([query.new_zeros(1, p, heads, dim), rows_out.reshape(1, rows * length, heads, dim)], 1), None
     prefix_out = F.scaled_dot_product_attention(query[:, :, :p], key[:, :, :p], value[:, :, :p], dropout_p=dropout,
                                                 is_causal=True, scale=scaling, **gqa)
     rows_out = F.scaled_dot_product_attention(by_row(query, heads), keys, values, attn_mask=attention_mask,
@@ -180,9 +182,10 @@ def _last_layer(model: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _last_layer_on_tails(model: Any) -> Iterator[None]:
-    """While open, the last decoder layer runs its attention queries and its MLP on the rows' kept tails of a
-    `PrefixLayout` sequence only; its other positions come out as they went in (plus zeros), and no one reads them."""
+def _last_layer_on_targets(model: Any) -> Iterator[None]:
+    """While open, the last decoder layer of a `PrefixLayout` sequence runs its attention queries on the rows' kept
+    tails only and its MLP on the target positions only; its other positions come out as they went in (plus zeros),
+    and nothing reads them: the LM head takes the targets."""
     layer = _last_layer(model)
     if layer is None:
         yield
@@ -197,11 +200,11 @@ def _last_layer_on_tails(model: Any) -> Iterator[None]:
 
     def narrow(module: Any, args: tuple) -> Any:
         layout = seen.get("layout")
-        return None if layout is None else (layout.tails(args[0]), *args[1:])
+        return None if layout is None else (layout.at_targets(args[0]), *args[1:])
 
     def widen(module: Any, args: tuple, out: Any) -> Any:
         layout = seen.get("layout")
-        return None if layout is None else layout.from_tails(out)
+        return None if layout is None else layout.from_targets(out)
 
     handles = [layer.register_forward_pre_hook(see, with_kwargs=True),
                layer.mlp.register_forward_pre_hook(narrow), layer.mlp.register_forward_hook(widen)]
@@ -223,7 +226,7 @@ def shared_prefix_attention(model: Any) -> Iterator[None]:
         return
     config._attn_implementation = _attention_name(original)
     try:
-        with _last_layer_on_tails(model):
+        with _last_layer_on_targets(model):
             yield
     finally:
         config._attn_implementation = original

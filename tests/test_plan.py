@@ -153,11 +153,15 @@ def test_does_not_fit_and_names_the_knob():
 
 def test_padding_and_flops():
     # grouped by length: [10, 9] and [3, 2] pad to 20 + 6 tokens; the head runs from the earliest target on
-    assert simulate_batches([10, 2, 3, 9], [4, 1, 2, 5], 2, group_by_length=True) == (26, 2 * (10 - 3) + 2 * 3, 0)
+    assert simulate_batches([10, 2, 3, 9], [4, 1, 2, 5], 2, group_by_length=True) == (26, 2 * (10 - 3) + 2 * 3, 0, 0)
     # a prefix common to every prompt runs once per batch, up to one before the batch's earliest target
     assert simulate_batches([20] * 4, [12] * 4, 2, group_by_length=False, shared_prefix=10)[2] == 2 * 10
     assert simulate_batches([20] * 4, [9] * 4, 2, group_by_length=False, shared_prefix=10)[2] == 2 * 8
     assert simulate_batches([20] * 4, [12] * 4, 2, group_by_length=False, shared_prefix=5)[2] == 0  # too short
+    # a shared batch computes logits, and its last layer's MLP, only where a target token follows
+    epoch = simulate_batches([20] * 4, [12] * 4, 2, group_by_length=False, shared_prefix=10)
+    assert epoch.head == 2 * (8 + 8)  # not the tail from one before the first target: 2 * 2 * 9
+    assert epoch.last_layer_skipped == 2 * (10 + 2 * 10 - 16)
     n = 1_000_000
     assert train_flops(1, 0, n, 0, 0, 0, 0.0, checkpointing=False) == 4 * n  # LoRA: no weight gradients
     assert train_flops(1, 0, n, 0, 0, 0, 0.0, checkpointing=True) == 6 * n  # one more forward

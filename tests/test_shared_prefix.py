@@ -85,18 +85,21 @@ def test_shared_prefix_gives_the_loss_and_gradients_of_the_full_batch(fused: boo
     assert batch.pop("prefix_length") == prefix
     labels = batch.pop("labels")
 
-    def loss_and_grads(inputs: dict) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def loss_and_grads(inputs: dict, labels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         model.zero_grad()
         loss = target_loss(model(**inputs), labels)
         loss.backward()  # not autograd.grad: reentrant checkpoints support backward() only
         return loss.detach(), [p.grad.clone() for p in params]
 
-    full, full_grads = loss_and_grads(batch)
-    inputs = shared_prefix_inputs(batch, prefix)
+    full, full_grads = loss_and_grads(batch, labels)
+    inputs = shared_prefix_inputs({**batch, "labels": labels}, prefix)
     rows, length = batch["input_ids"].shape
     assert inputs["input_ids"].shape == (1, prefix + rows * (length - prefix))  # the prefix once, then each row
+    # logits only where a label follows: one per target token
+    assert inputs["labels"].tolist() == labels[labels != IGNORE_INDEX].tolist() == [t for f in features(
+        list(range(40, 64)), middles, targets) for t in f["labels"] if t != IGNORE_INDEX]
     with shared_prefix_attention(model):
-        shared, shared_grads = loss_and_grads(inputs)
+        shared, shared_grads = loss_and_grads(inputs, inputs.pop("labels"))
     torch.testing.assert_close(shared, full)
     for got, want in zip(shared_grads, full_grads):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
@@ -149,7 +152,7 @@ def test_shared_prefixes_only_for_full_causal_attention(config: type, extra: dic
     assert attends_through_interface(model) == shares
 
 
-def test_the_last_layer_runs_its_mlp_on_the_kept_tails_only() -> None:
+def test_the_last_layer_runs_its_mlp_on_the_targets_only() -> None:
     model = tiny_lora()
     batch = PadCollator(pad_token_id=2, logits_on_targets=True, share_prefix=True)(
         features(list(range(40, 64)), [6, 0, 11, 3], [7, 12, 4, 9]))
@@ -158,9 +161,10 @@ def test_the_last_layer_runs_its_mlp_on_the_kept_tails_only() -> None:
     seen: list[int] = []
     for layer in layers:
         layer.mlp.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+    labels = inputs.pop("labels")
     with shared_prefix_attention(model):
-        model(**{k: v for k, v in inputs.items() if k != "labels"})
+        model(**inputs)
     assert not layers[-1].mlp._forward_pre_hooks and not layers[-1]._forward_pre_hooks  # removed on leaving
-    sequence, kept = inputs["input_ids"].shape[1], len(inputs["logits_to_keep"])
-    assert seen == [sequence] * (len(layers) - 1) + [kept]
-    assert kept < sequence
+    sequence = inputs["input_ids"].shape[1]
+    assert seen == [sequence] * (len(layers) - 1) + [len(labels)]  # the last one: one position per target token
+    assert len(labels) == 7 + 12 + 4 + 9
