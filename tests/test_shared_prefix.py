@@ -7,13 +7,13 @@ import torch
 from conftest import ROOT, SHIPPED_BASE, ner_recipe, ner_records
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, Gemma2Config, LlamaConfig, MistralConfig, MixtralConfig, Qwen2Config
 
 from loraforge.builtin.fused_lora import fuse
 from loraforge.components import CHECKPOINTING
 from loraforge.data import IGNORE_INDEX, PadCollator, target_loss
 from loraforge.engine import run_recipe
-from loraforge.prefix import attends_through_interface, shared_prefix_attention, shared_prefix_inputs
+from loraforge.prefix import _last_layer, attends_through_interface, shared_prefix_attention, shared_prefix_inputs
 from loraforge.recipe import load_recipe
 
 
@@ -168,3 +168,13 @@ def test_the_last_layer_runs_its_mlp_on_the_targets_only() -> None:
     sequence = inputs["input_ids"].shape[1]
     assert seen == [sequence] * (len(layers) - 1) + [len(labels)]  # the last one: one position per target token
     assert len(labels) == 7 + 12 + 4 + 9
+
+
+@pytest.mark.parametrize("config, narrowed", [(LlamaConfig, True), (MixtralConfig, False)])
+def test_the_last_layer_is_narrowed_only_with_a_dense_mlp(config: type, narrowed: bool) -> None:
+    # a mixture of experts balances its routing over every position: its last layer runs in full
+    small = config(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                   num_key_value_heads=2, head_dim=8, vocab_size=64)
+    model = get_peft_model(AutoModelForCausalLM.from_config(small), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert attends_through_interface(model)
+    assert (_last_layer(model) is model.base_model.model.model.layers[-1]) == narrowed
