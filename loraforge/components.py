@@ -71,6 +71,11 @@ class Task(Component, ABC):
         """Read a file in one of `formats`; jsonl and csv are read by the core."""
         raise NotImplementedError(fmt)
 
+    def read_report(self, path: Path) -> str | None:
+        """After `read(path, ...)` was consumed: one line on what was kept and dropped (shown to the user and kept
+        in metrics.json), or None."""
+        return None
+
     def check(self, record: Record) -> None:
         """Raise DataError (naming record.file and record.line) when a record cannot be used."""
 
@@ -150,6 +155,10 @@ class ModelLoader(Component, ABC):
     def config(self, recipe: Recipe) -> Any:
         """The model's transformers config, without weights (for `plan`)."""
         raise NotImplementedError
+
+    def offline_tokenizer(self, recipe: Recipe) -> Any | None:
+        """The tokenizer when it loads without network or weights (for `plan`'s token counts); None otherwise."""
+        return None
 
 
 class Exporter(Component, ABC):

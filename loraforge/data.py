@@ -21,18 +21,31 @@ from .files import atomic_dir, cache_dir, digest
 
 IGNORE_INDEX = -100
 MIN_SHARED_PREFIX = 8  # shorter common prefixes are not worth a second forward call
-EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".conll": "conll", ".bio": "conll"}
+EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".conll": "conll", ".bio": "conll",
+              ".ann": "brat"}
 SPLITS = ("train", "validation", "test")
 
 
-def file_format(path: Path, declared: str, task: Task) -> str:
-    fmt = declared if declared != "auto" else EXTENSIONS.get(path.suffix.lower())
+def file_format(path: Path, declared: str, task: Task, key: str | None = None) -> str:
+    fmt = declared if declared != "auto" else folder_format(path) if path.is_dir() else \
+        EXTENSIONS.get(path.suffix.lower())
     readable = ("jsonl", "csv", *task.formats)
     if fmt is None or fmt not in readable:
-        what = f"format '{fmt}'" if fmt else f"extension '{path.suffix}'"
-        raise DataError(f"cannot read {what}; this task reads: {', '.join(readable)}", file=path,
-                        hint="Set `[data] format = \"...\"` or rename the file with a known extension.")
+        what = f"format '{fmt}'" if fmt else "a folder without .ann files" if path.is_dir() else \
+            f"extension '{path.suffix}'"
+        hint = ("Name a data file, or a brat folder of <doc>.txt + <doc>.ann files." if path.is_dir() and not fmt
+                else "Set `[data] format = \"...\"` or rename the file with a known extension.")
+        raise DataError(f"cannot read {what}; this task reads: {', '.join(readable)}", file=path, key=key,
+                        hint=hint)
+    if path.is_dir() and fmt in ("jsonl", "csv"):
+        raise DataError(f"is a folder; {fmt} records are read from one file", file=path, key=key,
+                        hint="Name the file itself, e.g. data/train.jsonl.")
     return fmt
+
+
+def folder_format(path: Path) -> str | None:
+    """A folder of `.txt` + `.ann` pairs is brat standoff, the form clinical NER corpora ship in."""
+    return "brat" if any(path.glob("*.ann")) else None
 
 
 def read_jsonl(path: Path) -> Iterable[Record]:
@@ -63,12 +76,14 @@ def read_csv(path: Path) -> Iterable[Record]:
             line = reader.line_num + 1
 
 
-def read_records(path: Path, declared_format: str, task: Task, split: str, limit: int | None = None) -> list[Record]:
-    """Every record of one file, each checked by the task; an empty file is an error."""
-    if not path.is_file():
+def read_records(path: Path, declared_format: str, task: Task, split: str, limit: int | None = None,
+                 notes: dict[str, str] | None = None) -> list[Record]:
+    """Every record of one file (or folder, for a format the task reads), each checked by the task; an empty
+    source is an error. What the task says of its reading (kept and dropped) goes into `notes[split]`."""
+    if not path.exists():
         raise DataError(f"{split} data file not found", file=path, key=f"data.{split}",
                         hint="Paths in a recipe are relative to the recipe file that sets them.")
-    fmt = file_format(path, declared_format, task)
+    fmt = file_format(path, declared_format, task, f"data.{split}")
     reader = {"jsonl": read_jsonl, "csv": read_csv}.get(fmt)
     records = []
     for record in (reader(path) if reader else task.read(path, fmt)):
@@ -79,25 +94,54 @@ def read_records(path: Path, declared_format: str, task: Task, split: str, limit
     if not records:
         raise DataError(f"the {split} split has no records", file=path, key=f"data.{split}",
                         hint="Point the recipe at a file with at least one record.")
+    note = None if reader else task.read_report(path)
+    if note and notes is not None:
+        notes[split] = note
     return records
 
 
-def load_splits(recipe: Any, task: Task) -> dict[str, list[Record]]:
-    """train, validation (from file or carved from train) and test records, as the recipe declares them."""
+def load_splits(recipe: Any, task: Task, notes: dict[str, str] | None = None) -> dict[str, list[Record]]:
+    """train, validation and test records, as the recipe declares them: from their own files, or carved out of
+    train (`test_split`, `validation_split`) by document where records name one, so no document is in two
+    splits."""
     data = recipe.data
     splits = {}
     for split in SPLITS:
         path = recipe.data_path(split)
         if path is not None:
-            splits[split] = read_records(path, data.format, task, split, data.max_records)
-    if "validation" not in splits and data.validation_split > 0:
-        train = splits["train"]
-        n = max(1, int(len(train) * data.validation_split))
-        if n >= len(train):
-            raise DataError(f"validation_split {data.validation_split} leaves no training records",
-                            key="data.validation_split", file=recipe.path)
-        splits["train"], splits["validation"] = train[:-n], train[-n:]
+            splits[split] = read_records(path, data.format, task, split, data.max_records, notes)
+    for split in ("test", "validation"):
+        fraction = getattr(data, f"{split}_split")
+        if split not in splits and fraction > 0:
+            splits["train"], splits[split] = carve(splits["train"], fraction, data.split_seed, recipe, split)
     return splits
+
+
+def document_of(record: Record) -> str | None:
+    """The document a record comes from: its `document` field (brat records carry one), if any."""
+    value = record.data.get("document") if isinstance(record.data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def carve(train: list[Record], fraction: float, seed: int, recipe: Any,
+          split: str) -> tuple[list[Record], list[Record]]:
+    """Hold out `fraction` of train: whole documents drawn with `seed` when records name documents, else the last
+    records (so nothing shifts when train grows at its end)."""
+    import random
+
+    documents = sorted({d for d in map(document_of, train) if d is not None})
+    key = f"data.{split}_split"
+    if len(documents) > 1:
+        n = max(1, round(len(documents) * fraction))
+        if n >= len(documents):
+            raise DataError(f"{split}_split {fraction} of {len(documents)} documents leaves none to train on",
+                            key=key, file=recipe.path, hint="Lower it.")
+        held = set(random.Random(seed).sample(documents, n))
+        return [r for r in train if document_of(r) not in held], [r for r in train if document_of(r) in held]
+    n = max(1, int(len(train) * fraction))
+    if n >= len(train):
+        raise DataError(f"{split}_split {fraction} leaves no training records", key=key, file=recipe.path)
+    return train[:-n], train[-n:]
 
 
 # ---------------------------------------------------------------------------------------------- tokenization
@@ -145,17 +189,16 @@ def make_encoder(tokenizer: Any, chat_template_option: str = "auto") -> PromptEn
 
 
 def tokenize(examples: Sequence[Example], records: Sequence[Record], encoder: PromptEncoder, max_length: int,
-             split: str) -> tuple[Any, int]:
-    """A datasets.Dataset of input_ids/labels/length, cached by content; returns it and how many were dropped.
+             split: str, long_records: str = "error") -> tuple[Any, int]:
+    """A datasets.Dataset of input_ids/labels/length, cached by content; returns it and how many were skipped.
 
-    A record whose prompt alone is longer than `max_length` is an error (the model could never see its
-    target); one whose target overflows is dropped with a count, as a truncated target would teach the model
-    to stop mid-answer.
+    A record longer than `max_length` is an error naming its line, or with `long_records = "skip"` is left out and
+    counted; never truncated, as a cut target would teach the model to stop mid-answer.
     """
     import datasets
 
     tok = encoder.tokenizer
-    key = digest([(e.prompt, e.target) for e in examples], max_length, encoder.use_chat_template,
+    key = digest([(e.prompt, e.target) for e in examples], max_length, long_records, encoder.use_chat_template,
                  tokenizer_fingerprint(tok))
     folder = cache_dir("tokenized") / f"{split}-{key}"
     meta_file = folder / "dropped.json"
@@ -164,15 +207,16 @@ def tokenize(examples: Sequence[Example], records: Sequence[Record], encoder: Pr
     rows: dict[str, list[Any]] = {"input_ids": [], "labels": [], "length": []}
     dropped = 0
     for example, record in zip(examples, records):
-        prompt = encoder.prompt_ids(example.prompt)
-        if len(prompt) >= max_length:
-            raise DataError(f"the prompt is {len(prompt)} tokens, longer than training.max_length "
-                            f"({max_length})", file=record.file, line=record.line, key="training.max_length",
-                            hint=f"Raise training.max_length above {len(prompt)} or shorten the record.")
-        target = encoder.target_ids(example.target)
+        prompt, target = encoder.prompt_ids(example.prompt), encoder.target_ids(example.target)
         if len(prompt) + len(target) > max_length:
-            dropped += 1
-            continue
+            if long_records == "skip":
+                dropped += 1
+                continue
+            raise DataError(f"the record is {len(prompt) + len(target)} tokens (prompt {len(prompt)}, target "
+                            f"{len(target)}), longer than training.max_length ({max_length})", file=record.file,
+                            line=record.line, key="training.max_length",
+                            hint=f"Raise training.max_length to at least {len(prompt) + len(target)}, shorten the "
+                                 "record, or set training.long_records = \"skip\" to leave such records out.")
         rows["input_ids"].append(prompt + target)
         rows["labels"].append([IGNORE_INDEX] * len(prompt) + target)
         rows["length"].append(len(prompt) + len(target))

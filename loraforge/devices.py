@@ -1,10 +1,11 @@
 """What a device offers to `loraforge plan`: listed accelerators, this machine's CPU, time on them, calibration.
 
 The table holds vendor datasheet numbers (dense bf16/fp16 tensor throughput without sparsity, memory, memory
-bandwidth). The CPU is measured: a short matmul loop for FLOP/s (or `LORAFORGE_CPU_TFLOPS`), a copy loop for
-bandwidth (or `LORAFORGE_CPU_GBPS`), the machine's RAM for memory. Times are FLOPs over peak × an assumed
-utilisation range. `measure_training` times a few real training steps of a recipe on this machine, through the
-same engine stages and Trainer arguments a run uses.
+bandwidth). The CPU is measured: a matmul loop bounded in size and in wall time for FLOP/s (or
+`LORAFORGE_CPU_TFLOPS`), a copy loop for bandwidth (or `LORAFORGE_CPU_GBPS`), the machine's RAM for memory. bf16 on
+a CPU without AVX512-BF16/AMX (`LORAFORGE_CPU_BF16=0` pretends so) is an emulation, not measured and not timed.
+Times are FLOPs over peak × an assumed utilisation range. `measure_training` times a few real training steps of
+a recipe on this machine, through the same engine stages and Trainer arguments a run uses.
 """
 
 from __future__ import annotations
@@ -75,34 +76,63 @@ def cpu_memory_gib() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / GIB
 
 
+#: said wherever bf16 is asked of a CPU that only emulates it (over a hundred times slower than its fp32)
+BF16_EMULATED = "bf16 is emulated on this CPU (no AVX512-BF16/AMX)"
+BF16_FIX = "plan and run with --set training.precision=fp32 (or auto, which picks fp32 here)"
+
+
 def cpu_device(bf16: bool | None = None) -> Device:
-    """This machine: RAM, and throughput measured here unless LORAFORGE_CPU_TFLOPS / _GBPS configure it."""
-    if bf16 is None:
-        from .train import cpu_has_bf16
+    """This machine: RAM, and throughput measured here unless LORAFORGE_CPU_TFLOPS / _GBPS configure it. bf16
+    that the CPU only emulates gets no peak: its matmuls run at a sliver of fp32's, so a time from them would be
+    days nobody should plan on, and measuring them alone could take minutes."""
+    from .train import cpu_has_bf16
 
-        bf16 = cpu_has_bf16()
+    native = cpu_has_bf16()
+    bf16 = native if bf16 is None else bf16
+    emulated = bf16 and not native
     configured = os.environ.get("LORAFORGE_CPU_TFLOPS")
-    tflops = float(configured) if configured else measure_matmul_tflops("bfloat16" if bf16 else "float32")
+    if configured or emulated:
+        tflops = float(configured) if configured else None
+    else:
+        tflops = measure_matmul_tflops("bfloat16" if bf16 else "float32")
     gbps = os.environ.get("LORAFORGE_CPU_GBPS")
-    note = ("configured" if configured else "measured") + f" {'bf16' if bf16 else 'fp32'} matmul, "
-    note += f"{os.cpu_count()} cores"
     return Device("cpu", round(cpu_memory_gib(), 1), tflops, float(gbps) if gbps else measure_bandwidth_gbs(),
-                  gpu=False, bf16=bf16, note=note)
+                  gpu=False, bf16=bf16 and native, note=cpu_note(bool(configured), bf16, emulated))
 
 
-def measure_matmul_tflops(dtype: str = "float32", size: int = 1024, seconds: float = 0.3) -> float:
-    """Best-of-several square matmul throughput: what dense layers can reach here, at most."""
+def cpu_note(configured: bool, bf16: bool, emulated: bool) -> str:
+    """Where the CPU's peak comes from, and, for emulated bf16, that no time follows from it and what to do."""
+    if emulated and not configured:
+        return f"{BF16_EMULATED}: no training time predicted; {BF16_FIX}"
+    note = f"{'configured' if configured else 'measured'} {'bf16' if bf16 else 'fp32'} matmul, {os.cpu_count()} cores"
+    return f"{note}; {BF16_EMULATED}: {BF16_FIX}" if emulated else note
+
+
+def measure_matmul_tflops(dtype: str = "float32", seconds: float = 0.4, max_size: int = 2048) -> float:
+    """Best square-matmul throughput: what dense layers can reach here, at most. Bounded in wall time whatever
+    the dtype: from 64×64, the matrices double only while the next size's one multiply (≈ 8× the last) fits in
+    half the time left, and the rest of the budget repeats the last size; a dtype the CPU emulates stops small
+    after about `seconds` instead of running for minutes."""
     import torch
 
-    a = torch.randn(size, size, dtype=getattr(torch, dtype))
-    b = torch.randn(size, size, dtype=getattr(torch, dtype))
-    a @ b  # warm-up: thread pool, kernel selection
-    best, end = float("inf"), time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * size**3 / best / 1e12
+    kind, deadline, size, best = getattr(torch, dtype), time.perf_counter() + seconds, 64, 0.0
+    while True:
+        a, b = torch.randn(size, size, dtype=kind), torch.randn(size, size, dtype=kind)
+        took = _matmul_seconds(a, b)  # the first one also starts the thread pool
+        best = max(best, 2 * size**3 / took)
+        if size >= max_size or 8 * took > (deadline - time.perf_counter()) / 2:
+            break
+        size *= 2
+    while took < deadline - time.perf_counter():
+        took = _matmul_seconds(a, b)
+        best = max(best, 2 * size**3 / took)
+    return best / 1e12
+
+
+def _matmul_seconds(a: Any, b: Any) -> float:
+    start = time.perf_counter()
+    a @ b
+    return max(time.perf_counter() - start, 1e-9)
 
 
 def measure_bandwidth_gbs(mib: int = 64, repeats: int = 3) -> float:

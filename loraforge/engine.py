@@ -124,7 +124,12 @@ def build(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | No
                                                         file=recipe.path).factory()
     for component in run.components.values():
         component.configure(recipe)
-    run.records = data_mod.load_splits(recipe, run.task)
+    notes: dict[str, str] = {}
+    run.records = data_mod.load_splits(recipe, run.task, notes)
+    if notes:
+        run.summary["data"] = notes
+        for split, note in notes.items():
+            run.warn(f"{split} data: {note}")
     run.train_examples = [run.task.format(r) for r in run.records["train"]]
     if recipe.evaluation.split != "none" and recipe.evaluation.split not in run.records:
         raise RecipeError(f"evaluation split '{recipe.evaluation.split}' has no data file", file=recipe.path,
@@ -328,17 +333,19 @@ def load_adapter(model: Any, folder: Path, model_name: str) -> Any:
 def tokenize(run: Run) -> dict[str, Any]:
     run.enter("data")
     out = {}
+    t = run.recipe.training
     for split in ("train", "validation"):
         if split not in run.records:
             continue
         records = run.records[split]
         examples = run.train_examples if split == "train" else [run.task.format(r) for r in records]
-        out[split], dropped = data_mod.tokenize(examples, records, run.encoder, run.recipe.training.max_length, split)
-        if dropped:
-            run.warn(f"{dropped} {split} records are longer than training.max_length "
-                     f"({run.recipe.training.max_length}) and were left out")
+        out[split], skipped = data_mod.tokenize(examples, records, run.encoder, t.max_length, split, t.long_records)
+        if skipped:
+            run.summary.setdefault("skipped_long", {})[split] = skipped
+            run.warn(f"{skipped} of {len(records)} {split} records are longer than training.max_length "
+                     f"({t.max_length}) and were left out (training.long_records = \"skip\")")
         if len(out[split]) == 0:
-            raise RunError(f"no {split} record fits training.max_length ({run.recipe.training.max_length})",
+            raise RunError(f"no {split} record fits training.max_length ({t.max_length})",
                            file=run.recipe.path, key="training.max_length", hint="Raise training.max_length.")
     return out
 

@@ -14,53 +14,64 @@ from typing import Any
 
 from .components import Record
 from .constraints import Constraint, ConstrainedGreedy, Vocabulary
+from .precision import autocast_dtype, frozen_weights_in, merged_for_inference
 
 
 def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,
              label: str = "generate", constraints: Sequence[Constraint | None] | None = None,
              vocabulary: Vocabulary | None = None) -> list[str]:
     """Greedy completions of token-id prompts, decoded without special tokens; with `constraints` (one per prompt,
-    with the tokenizer's `vocabulary`), each keeps to its own."""
+    with the tokenizer's `vocabulary`), each keeps to its own.
+
+    For the whole pass each plain LoRA layer runs as one matmul with W + ΔW, and frozen weights are cast once to
+    the autocast dtype (`loraforge.precision`)."""
+    model = run.model
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outputs: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()
+    dtype = autocast_dtype(run.summary.get("precision", "fp32"))
+    began = time.perf_counter()
+    try:
+        with merged_for_inference(model, dtype), frozen_weights_in(model, dtype):
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                texts = _generate_batch(run, [prompts[i] for i in rows], max_new_tokens, dtype,
+                                        None if constraints is None else [constraints[i] for i in rows], vocabulary)
+                for i, text in zip(rows, texts):
+                    outputs[i] = text
+                done = start + len(rows)
+                eta = (time.perf_counter() - began) / done * (len(order) - done)
+                run.report(done, len(order), "record", what=label, eta_s=eta)
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def _generate_batch(run: Any, batch: list[list[int]], max_new_tokens: int, dtype: Any,
+                    constraints: list[Constraint | None] | None, vocabulary: Vocabulary | None) -> list[str]:
+    """One left-padded batch through `generate` with a KV cache."""
     import torch
     from transformers import LogitsProcessorList
 
     model, tok = run.model, run.tokenizer
     device = next(model.parameters()).device
     pad = tok.pad_token_id
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    outputs: list[str] = [""] * len(prompts)
-    was_training = model.training
-    model.eval()
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if run.summary.get("precision") == "bf16"
-                else contextlib.nullcontext())
-    began = time.perf_counter()
-    try:
-        for start in range(0, len(order), batch_size):
-            batch = [prompts[i] for i in order[start:start + batch_size]]
-            longest = max(len(p) for p in batch)
-            ids = torch.full((len(batch), longest), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), longest), dtype=torch.long)
-            for row, p in enumerate(batch):
-                ids[row, longest - len(p):] = torch.tensor(p)
-                mask[row, longest - len(p):] = 1
-            processors = LogitsProcessorList()
-            if constraints is not None and vocabulary is not None and tok.eos_token_id is not None:
-                rows = [constraints[i] for i in order[start:start + batch_size]]
-                processors.append(ConstrainedGreedy(rows, vocabulary, [tok.eos_token_id], longest))
-            with torch.inference_mode(), autocast:
-                generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                           max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                                           pad_token_id=pad, eos_token_id=tok.eos_token_id, use_cache=True,
-                                           logits_processor=processors)
-            texts = tok.batch_decode(generated[:, longest:], skip_special_tokens=True)
-            for i, text in zip(order[start:start + batch_size], texts):
-                outputs[i] = text
-            done = min(start + batch_size, len(order))
-            eta = (time.perf_counter() - began) / done * (len(order) - done)
-            run.report(done, len(order), "record", what=label, eta_s=eta)
-    finally:
-        model.train(was_training)
-    return outputs
+    longest = max(len(p) for p in batch)
+    ids = torch.full((len(batch), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), longest), dtype=torch.long)
+    for row, p in enumerate(batch):
+        ids[row, longest - len(p):] = torch.tensor(p)
+        mask[row, longest - len(p):] = 1
+    processors = LogitsProcessorList()
+    if constraints is not None and vocabulary is not None and tok.eos_token_id is not None:
+        processors.append(ConstrainedGreedy(constraints, vocabulary, [tok.eos_token_id], longest))
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
+                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad,
+                                   eos_token_id=tok.eos_token_id, use_cache=True, logits_processor=processors)
+    return tok.batch_decode(generated[:, longest:], skip_special_tokens=True)
 
 
 @dataclass

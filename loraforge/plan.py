@@ -66,27 +66,7 @@ def model_config(run: Any) -> tuple[Any, str]:
 
 def offline_tokenizer(run: Any) -> Any | None:
     """The recipe's tokenizer when it loads without network (the tiny loader builds its own), else None."""
-    from .builtin.models import HfLoader, TinyLoader
-
-    loader = run.components["model"]
-    if isinstance(loader, TinyLoader):
-        return loader.load_tokenizer(run)
-    if not isinstance(loader, HfLoader):
-        return None
-    from transformers import AutoTokenizer
-
-    o = loader.options
-    local = run.recipe.resolve_path("model.name", o.name)
-    try:
-        tok = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else o.name, revision=o.revision,
-                                            trust_remote_code=o.trust_remote_code, local_files_only=True)
-    except Exception:  # not on this machine: estimate from characters instead
-        return None
-    if o.chat_template == "none":
-        tok.chat_template = None
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    return tok
+    return run.components["model"].offline_tokenizer(run)
 
 
 def token_lengths(run: Any, tokenizer: Any | None) -> tuple[list[int], list[int], str, Any, int]:
@@ -152,6 +132,12 @@ def data_stats(run: Any, tokenizer: Any | None) -> tuple[dict[str, Any], Any]:
     t = run.recipe.training
     prompts, targets, source, count, common = token_lengths(run, tokenizer)
     keep = [i for i in range(len(prompts)) if prompts[i] + targets[i] <= t.max_length]
+    if len(keep) < len(prompts) and t.long_records == "error" and tokenizer is not None:
+        longest = max(p + q for p, q in zip(prompts, targets))
+        raise RecipeError(f"{len(prompts) - len(keep)} training records are longer than training.max_length "
+                          f"({t.max_length}; the longest is {longest} tokens)", key="training.max_length",
+                          file=run.recipe.path, hint=f"Raise training.max_length to at least {longest}, or set "
+                                                     "training.long_records = \"skip\" to leave them out.")
     if not keep:
         raise RecipeError(f"no training record fits training.max_length ({t.max_length})", key="training.max_length",
                           file=run.recipe.path)
@@ -344,7 +330,7 @@ def render(p: dict[str, Any], console: Any) -> None:
 
     table = _table("training time", "what", "value", "how", header=False)
     table.add_row("tokens / epoch", f"{tok['per_epoch']:,}", f"{tok['records']:,} records, {tok['source']}"
-                  + (f"; {tok['dropped']} over max_length dropped" if tok["dropped"] else ""))
+                  + (f"; {tok['dropped']} over max_length skipped" if tok["dropped"] else ""))
     table.add_row("with padding", f"{tok['padded_per_epoch']:,}", "each batch pads to its longest record")
     if tok["shared_per_epoch"]:
         table.add_row("shared prefixes", f"-{tok['shared_per_epoch']:,}", "prompt tokens common to a batch run once "

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import Problem, RecipeError, did_you_mean
+from .files import package_root
 from .schema import aliases, option, parse, to_dict
 
 #: component sections and the key that selects their plugin
@@ -34,12 +35,22 @@ NO_QUANTIZATION = "none"
 
 @dataclass
 class DataSection:
-    train: str = option(help="Training records: .jsonl, .csv, or a format the task reads (e.g. .conll).")
+    train: str = option(help="Training records: .jsonl, .csv, or a file or folder in a format the task reads "
+                             "(e.g. .conll, or a brat folder of .txt + .ann files).")
     validation: str | None = option(None, help="Validation records; when unset, `validation_split` of train.")
-    test: str | None = option(None, help="Test records, evaluated after training.")
-    format: str = option("auto", help="File format; `auto` picks by extension (.jsonl, .csv, .conll, .bio).")
+    test: str | None = option(None, help="Test records, evaluated after training; when unset, `test_split` of "
+                                         "train.")
+    format: str = option("auto", help="File format; `auto` picks by extension (.jsonl, .csv, .conll, .bio) or, for "
+                                      "a folder holding .ann files, brat.")
     validation_split: float = option(0.0, ge=0.0, lt=1.0,
-                                     help="Fraction of train held out for validation when no file is given.")
+                                     help="Fraction of train held out for validation when no file is given: whole "
+                                          "documents when records name their `document` (brat records do), else "
+                                          "the last records.")
+    test_split: float = option(0.0, ge=0.0, lt=1.0,
+                               help="Fraction of train held out for testing when no test file is given, carved "
+                                    "before validation and in the same way.")
+    split_seed: int = option(0, help="Seed that draws the documents held out by `test_split` and "
+                                     "`validation_split`.")
     max_records: int | None = option(None, ge=1, help="Use only the first N records of each split (quick runs).")
 
 
@@ -51,8 +62,12 @@ class TrainingSection:
     batch_size: int = option(4, ge=1, help="Sequences per device per step.",
                              aliases=("per_device_train_batch_size", "micro_batch_size"))
     gradient_accumulation_steps: int = option(1, ge=1, help="Micro-batches per optimizer step.")
-    max_length: int = option(512, ge=8, help="Longest tokenized prompt+target; longer records are an error.",
+    max_length: int = option(512, ge=8, help="Longest tokenized prompt+target (see `long_records`).",
                              aliases=("sequence_len", "max_seq_length"))
+    long_records: Literal["error", "skip"] = option(
+        "error", help="A record longer than `max_length`: `error` stops before training, naming its file and line; "
+                      "`skip` leaves it out of training and validation and reports how many per split (never "
+                      "truncated: a cut target would teach the model to stop mid-answer).")
     seed: int = option(42, help="Seed for weights of new layers, dropout, shuffling.")
     warmup_ratio: float = option(0.03, ge=0.0, lt=1.0, help="Fraction of steps spent warming up the LR.")
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
@@ -298,16 +313,13 @@ def locate(ref: str | Path, base: Path, *, file: object = None, key: str | None 
     m = PACKAGE_REF.match(str(ref)) if not Path(str(ref)).exists() else None
     if m is None:
         return base / Path(str(ref)).expanduser()
-    from importlib import resources
-
     package, inner = m.groups()
-    try:
-        root = resources.files(package)
-    except ModuleNotFoundError:
+    root = package_root(package)
+    if root is None:
         raise RecipeError(f"'{ref}' names package '{package}', which is not installed", file=file, key=key,
-                          hint="Install the plugin package that ships it (pip install ...), then check "
-                               "`loraforge recipes`.") from None
-    return Path(str(root.joinpath(inner)))
+                          hint="Install the package that ships it (pip install ...); `loraforge recipes` lists "
+                               "the recipes installed plugins ship.")
+    return root / inner
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any], origins: dict[str, str], source: str,

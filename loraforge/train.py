@@ -19,11 +19,29 @@ from typing import Any
 
 from .data import PadCollator, target_loss
 from .errors import Interrupted, RunError
+from .precision import autocast_dtype, frozen_weights_in
 from .prefix import accepts_logits_to_keep, attends_through_interface, shared_prefix_attention, shared_prefix_inputs
 
 
 def cpu_has_bf16() -> bool:
-    """Native bf16 matmuls (AVX512-BF16 or AMX): there bf16 autocast is faster than fp32, not an emulation."""
+    """Native bf16 matmuls (AVX512-BF16 or AMX): there bf16 autocast is faster than fp32, elsewhere an emulation
+    over a hundred times slower. LORAFORGE_CPU_BF16=1 or 0 forces the answer, so the emulated path can be exercised
+    on a CPU that has native bf16; it is read on every call, the CPU probe only once."""
+    import os
+
+    forced = os.environ.get("LORAFORGE_CPU_BF16", "").strip().lower()
+    if forced in ("1", "true", "yes"):
+        return True
+    if forced in ("0", "false", "no"):
+        return False
+    if forced:
+        raise RunError(f"LORAFORGE_CPU_BF16 is '{forced}'", key="LORAFORGE_CPU_BF16",
+                       hint="Use 1 (native bf16), 0 (emulated), or leave it unset to ask the CPU.")
+    return _cpu_probe_bf16()
+
+
+@functools.cache
+def _cpu_probe_bf16() -> bool:
     import torch
 
     return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
@@ -260,7 +278,7 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
     callback = _callback(run, interrupt := InterruptFlag())
     trainer = build_trainer(run, args, train_set, eval_set, [callback])
     start = time.perf_counter()
-    with interrupt:
+    with interrupt, frozen_weights_in(run.model, autocast_dtype(run.summary["precision"])):
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     seconds = time.perf_counter() - start
     training = seconds - callback.validation_s  # the validation-loss passes between epochs are not training

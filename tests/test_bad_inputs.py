@@ -63,6 +63,18 @@ CASES = {
     "missing text field": (dict(records=[{"entities": []}]), ["train.jsonl: line 1", "text"]),
     "unknown file format": (dict(set=["data.format=parquet"]), ["cannot read format 'parquet'"]),
     "evaluation split without data": (dict(set=["evaluation.split=test"]), ["evaluation split 'test' has no data"]),
+    "data folder as jsonl": (dict(files={"docs/a.jsonl": ""}, set=["data.train={tmp}/docs", "data.format=jsonl"]),
+                             ["data.train", "is a folder; jsonl records are read from one file"]),
+    "data folder without .ann files": (dict(files={"docs/a.md": ""}, set=["data.train={tmp}/docs"]),
+                                       ["docs: data.train: cannot read a folder without .ann files", "brat folder"]),
+    "broken brat line": (dict(files={"brat/a.txt": "Took aspirin.\n", "brat/a.ann": "T1\tDrug 5 x\taspirin\n"},
+                              set=["data.train={tmp}/brat"]), ["a.ann: line 1", "T1<TAB>Label 10 17<TAB>mention"]),
+    "brat text without its .ann": (dict(files={"brat/a.txt": "x\n", "brat/b.txt": "y\n", "brat/b.ann": ""},
+                                        set=["data.train={tmp}/brat"]), ["a.ann", "the annotations of a.txt"]),
+    "label map to an undeclared label": (dict(set=['task.label_map={Drug="DRUG"}']),
+                                         ["task.label_map.Drug: maps to 'DRUG', which is not in `labels`"]),
+    "too many records held out": (dict(set=["data.validation_split=0.9"], records=[OK]),
+                                  ["validation_split 0.9 leaves no training records"]),
     # run-time
     "missing model folder": (dict(set=["model={loader='hf', name='./no/such/model'}"], command="run"),
                              ["model folder './no/such/model' does not exist"]),
@@ -71,6 +83,14 @@ CASES = {
     "prompt longer than max_length": (dict(set=["training.max_length=10"], command="run"),
                                       ["longer than training.max_length (10)", "train.jsonl: line 1"]),
     "fp16 on a cpu": (dict(set=["training.precision=fp16"], command="run"), ['"fp16" needs a CUDA GPU']),
+    "record longer than max_length": (dict(set=["training.max_length=24"], command="run"),
+                                      ["longer than training.max_length (24)", "train.jsonl: line 1",
+                                       'training.long_records = "skip"']),
+    "missing gguf file": (dict(set=["model={loader='hf', name='models/none.gguf'}"], command="run"),
+                          ["GGUF file 'models/none.gguf' does not exist", "model.name"]),
+    "gguf in a package not installed": (dict(set=["model={loader='hf', name='no_such_pkg:m.gguf'}"], command="run"),
+                                        ["names package 'no_such_pkg', which is not installed",
+                                         "pip install no-such-pkg"]),
     "output outside working tree": (dict(set=["output.allow_outside=false"], command="run"),
                                     ["is outside the working directory", "allow_outside = true"]),
 }
@@ -82,9 +102,12 @@ def test_bad_input(tmp_path: Path, case: str, cache_env: dict) -> None:
     path = write_recipe(tmp_path, ner_recipe(), spec.get("records"), spec.get("raw"))
     if "lines" in spec:
         (tmp_path / "train.jsonl").write_text("".join(line + "\n" for line in spec["lines"]))
+    for name, text in spec.get("files", {}).items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
     args = [spec.get("command", "validate"), str(path)]
     for value in spec.get("set", []):
-        args += ["--set", value]
+        args += ["--set", value.replace("{tmp}", str(tmp_path))]
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     done = cli(*args, cwd=ROOT, env=cache_env)
     assert done.returncode == 2, (done.stdout, done.stderr)
@@ -92,7 +115,7 @@ def test_bad_input(tmp_path: Path, case: str, cache_env: dict) -> None:
     message = " ".join(done.stderr.split())
     for text in expected:
         assert text in message, message
-    assert str(path) in message or "--set" in message or "train.jsonl" in message or "recipe" in message
+    assert str(tmp_path) in message or "--set" in message or "recipe" in message  # names the recipe or data file
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert after == before, "nothing may be written on a user error"
 

@@ -69,8 +69,8 @@ def test_dropout_matches_the_unfused_formula(positions: bool) -> None:
     torch.testing.assert_close(out, expected)
     grads = torch.autograd.grad(out.square().sum(), (x, lora_a, lora_b))
     wanted = torch.autograd.grad(expected.square().sum(), (x, lora_a, lora_b))
-    for got, want in zip(grads, wanted):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, wanted):  # fp32 sums in another order: values near 2 differ in the 5th digit
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_keep_mask_drops_at_the_requested_rate() -> None:

@@ -53,7 +53,7 @@ def test_registers_under_ner() -> None:
     found: dict[str, object] = {}
     register_tasks(lambda name, factory: found.setdefault(name, factory))
     assert found == {"ner": NerTask}
-    assert NerTask.formats == ("conll",) and NerTask.default_metrics == ("seqeval",)
+    assert NerTask.formats == ("conll", "brat") and NerTask.default_metrics == ("seqeval",)
 
 
 # ---------------------------------------------------------------- format

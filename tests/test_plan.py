@@ -21,6 +21,7 @@ from loraforge.estimates import (Layer, MemoryInputs, activation_bytes, count_pa
                                  lora_params, memory_breakdown, meta_shapes, param_rows, quantized_bytes,
                                  simulate_batches, train_flops)
 from loraforge.plan import command, configure_parser
+from loraforge.testing import QUICK_TRAINING
 
 from conftest import ROOT, ner_recipe, ner_records
 from conftest import cli as run_cli
@@ -268,7 +269,8 @@ def test_a_run_puts_the_time_planned_for_it_beside_its_own(capsys, make_recipe):
 
 
 def test_local_hf_folder_plans_with_its_tokenizer(capsys, make_recipe, tiny_model_dir):
-    recipe = make_recipe(ner_recipe(model={"loader": "hf", "name": str(tiny_model_dir)}),
+    recipe = make_recipe(ner_recipe(model={"loader": "hf", "name": str(tiny_model_dir)},
+                                    training={**QUICK_TRAINING, "long_records": "skip"}),
                          data={"train": ner_records(24), "test": ner_records(4, offset=24)})
     plan = plan_json(capsys, str(recipe), "--device", "l4")
     assert plan["config"] == "model loader" and plan["tokens"]["source"].startswith("tokenized")

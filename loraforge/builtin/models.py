@@ -1,9 +1,9 @@
 """Builtin model loaders.
 
-`hf` loads any causal LM with `from_pretrained` from a hub id or a local folder. `tiny` builds a small
-Llama-architecture model and a byte-level BPE tokenizer trained on the recipe's own training text,
-deterministically from a seed, saves them as an ordinary Hugging Face folder in the cache, and loads that folder
-exactly as `hf` would — so the whole pipeline runs offline on any CPU.
+`hf` loads any causal LM with `from_pretrained` from a hub id, a local folder or a GGUF file (see `gguf`).
+`tiny` builds a small Llama-architecture model and a byte-level BPE tokenizer trained on the recipe's own training
+text, deterministically from a seed, saves them as an ordinary Hugging Face folder in the cache, and loads that
+folder exactly as `hf` would — so the whole pipeline runs offline on any CPU.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from ..errors import ModelError
 from ..files import atomic_dir, cache_dir, digest
 from ..hookspecs import hookimpl
 from ..schema import option
+from . import gguf
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 OFFLINE_HINT = ("Run the CPU recipe instead (e.g. recipes/medical_ner_tiny.toml), or point the recipe at a "
@@ -91,8 +92,10 @@ def _finish_tokenizer(tokenizer: Any) -> Any:
 class HfLoader(ModelLoader):
     @dataclass
     class Options:
-        name: str = option(help="Hub id (e.g. meta-llama/Llama-3.1-8B-Instruct) or a local model folder.",
+        name: str = option(help="Hub id (e.g. meta-llama/Llama-3.1-8B-Instruct), a local model folder, or a GGUF "
+                                "file: its path, or `package:file.gguf` inside an installed package.",
                            aliases=("path", "base_model"))
+        gguf_file: str | None = option(None, help="A GGUF file inside the hub repository or folder `name`.")
         revision: str | None = option(None, help="Branch, tag or commit on the hub.")
         dtype: Literal["auto", "float32", "bfloat16", "float16"] = option(
             "auto", help="Dtype of the base weights; `auto` keeps the checkpoint's.", aliases=("torch_dtype",))
@@ -107,7 +110,11 @@ class HfLoader(ModelLoader):
         return self.options.name
 
     def source(self, run: Any) -> str:
-        """A local folder (relative to the recipe that names it) when one exists, else a hub id."""
+        """A local folder (relative to the recipe that names it) when one exists, else a hub id; a GGUF file is
+        converted once into a cached folder."""
+        path = self.gguf_path(run)
+        if path is not None:
+            return str(gguf.converted(path, "float32" if self.options.dtype == "auto" else self.options.dtype))
         name = self.options.name
         local = run.recipe.resolve_path("model.name", name)
         if local.is_dir():
@@ -117,6 +124,18 @@ class HfLoader(ModelLoader):
                              file=run.recipe.path, hint="Fix the path; relative paths resolve from the recipe.")
         ensure_available(name, self.options.revision)
         return name
+
+    def gguf_path(self, run: Any) -> Path | None:
+        """The GGUF file this loader reads, or None for an ordinary model folder or hub id."""
+        o = self.options
+        if o.gguf_file:
+            folder = run.recipe.resolve_path("model.name", o.name)
+            if folder.is_dir():
+                return gguf.local_file(o.gguf_file, folder, file=run.recipe.path)
+            return gguf.hub_file(o.name, o.gguf_file, o.revision)
+        if gguf.is_gguf(o.name):
+            return gguf.local_file(o.name, run.recipe.resolve_path("model.name", "."), file=run.recipe.path)
+        return None
 
     def load_tokenizer(self, run: Any) -> Any:
         from transformers import AutoTokenizer
@@ -138,10 +157,31 @@ class HfLoader(ModelLoader):
                                      attn_implementation=o.attn_implementation, **kwargs)
 
     def config(self, run: Any) -> Any:
+        path = self.gguf_path(run)
+        if path is not None:
+            return gguf.header_config(path)
         from transformers import AutoConfig
 
         return AutoConfig.from_pretrained(self.source(run), revision=self.options.revision,
                                           trust_remote_code=self.options.trust_remote_code)
+
+    def offline_tokenizer(self, run: Any) -> Any | None:
+        path = self.gguf_path(run)
+        if path is not None:
+            tok = gguf.header_tokenizer(path)
+        else:
+            from transformers import AutoTokenizer
+
+            o = self.options
+            local = run.recipe.resolve_path("model.name", o.name)
+            try:
+                tok = AutoTokenizer.from_pretrained(str(local) if local.is_dir() else o.name, revision=o.revision,
+                                                    trust_remote_code=o.trust_remote_code, local_files_only=True)
+            except Exception:  # not on this machine
+                return None
+        if self.options.chat_template == "none":
+            tok.chat_template = None
+        return _finish_tokenizer(tok)
 
 
 SPECIAL = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|pad|>"}
@@ -226,6 +266,9 @@ class TinyLoader(ModelLoader):
         return _load_from_pretrained(str(self.folder(run)), revision=None, dtype=self.options.dtype,
                                      trust_remote_code=False, allow_pickle=False, attn_implementation=None,
                                      **kwargs)
+
+    def offline_tokenizer(self, run: Any) -> Any | None:
+        return self.load_tokenizer(run)
 
     def config(self, run: Any) -> Any:
         from transformers import LlamaConfig

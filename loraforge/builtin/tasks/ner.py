@@ -26,6 +26,7 @@ from ...constraints import ByteAutomaton, Choice, Constraint
 from ...errors import DataError
 from ...hookspecs import hookimpl
 from ...schema import option
+from .brat import BratCounts, read_brat
 
 Span = tuple[int, int, str]
 
@@ -93,6 +94,12 @@ class NerTask(Task):
             None, help="First line of every prompt; the labels follow it. Default: one fitting `output`.")
         text_field: str = option("text", help="Record key holding the text.")
         entities_field: str = option("entities", help="Record key holding the list of {start, end, label}.")
+        label_map: dict[str, str] | None = option(
+            None, help="Source label -> task label for the files this task reads (brat, CoNLL), e.g. "
+                       "{Disease_disorder = \"CONDITION\"}; spans with an unmapped label are dropped and counted.")
+        discontinuous: Literal["drop", "join", "split"] = option(
+            "drop", help="brat spans written in fragments: drop them, join them into one span from the first start "
+                         "to the last end, or split them into one entity per fragment (counted either way).")
 
         def check(self) -> Iterator[tuple[str, str]]:
             """Labels are matched case-insensitively and written as `LABEL: ...`, so they must stay distinct."""
@@ -105,13 +112,18 @@ class NerTask(Task):
                 elif label.lower() in seen:
                     yield "labels", f"label {label!r} is listed twice (labels are compared case-insensitively)"
                 seen.add(label.lower())
+            for source, target in (self.label_map or {}).items():
+                if target not in self.labels:
+                    yield f"label_map.{source}", f"maps to {target!r}, which is not in `labels` " \
+                                                 f"({', '.join(self.labels)})"
 
-    formats: ClassVar[tuple[str, ...]] = ("conll",)
+    formats: ClassVar[tuple[str, ...]] = ("conll", "brat")
     default_metrics: ClassVar[tuple[str, ...]] = ("seqeval",)
 
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
         self._by_lower = {label.lower(): label for label in self.options.labels}
+        self._reports: dict[str, BratCounts] = {}
 
     # ------------------------------------------------------------------ records
     def _text(self, record: Record) -> str:
@@ -179,7 +191,21 @@ class NerTask(Task):
                      f"{text[s2:e2]!r}", "this task supports flat entities only: keep one of the two")
 
     def read(self, path: Path, fmt: str = "conll") -> Iterable[Record]:
-        """CoNLL/BIO: token first, tag in the last column, blank lines between sentences."""
+        """CoNLL/BIO (token first, tag in the last column, blank lines between sentences), or brat standoff
+        (`brat.read_brat`: passages by line, the label map and the span policies stated there)."""
+        if fmt == "brat":
+            o = self.options
+            counts = self._reports[str(path)] = BratCounts()
+            yield from read_brat(path, o.label_map, discontinuous=o.discontinuous, text_field=o.text_field,
+                                 entities_field=o.entities_field, counts=counts)
+            return
+        yield from self._read_conll(path, fmt)
+
+    def read_report(self, path: Path) -> str | None:
+        counts = self._reports.get(str(path))
+        return counts.summary() if counts is not None else None
+
+    def _read_conll(self, path: Path, fmt: str) -> Iterable[Record]:
         if fmt != "conll":
             raise DataError(f"the ner task cannot read format '{fmt}'", file=path,
                             hint=f"use jsonl or csv, or one of: {', '.join(self.formats)}")
