@@ -16,6 +16,9 @@ from .components import Record
 from .constraints import Constraint, ConstrainedGreedy, Vocabulary
 from .precision import autocast_dtype, frozen_weights_in, merged_for_inference
 
+#: shorter common prompt prefixes are recomputed per row: a forward of their own would not pay for itself
+MIN_PREFIX_CACHE = 32
+
 
 def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,
              label: str = "generate", constraints: Sequence[Constraint | None] | None = None,
@@ -34,9 +37,10 @@ def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_
     began = time.perf_counter()
     try:
         with merged_for_inference(model, dtype), frozen_weights_in(model, dtype):
+            prefix = _shared_prefix(run, prompts, dtype)
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
-                texts = _generate_batch(run, [prompts[i] for i in rows], max_new_tokens, dtype,
+                texts = _generate_batch(run, [prompts[i] for i in rows], max_new_tokens, dtype, prefix,
                                         None if constraints is None else [constraints[i] for i in rows], vocabulary)
                 for i, text in zip(rows, texts):
                     outputs[i] = text
@@ -48,29 +52,69 @@ def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_
     return outputs
 
 
-def _generate_batch(run: Any, batch: list[list[int]], max_new_tokens: int, dtype: Any,
+@dataclass
+class PrefixCache:
+    """The tokens every prompt of a pass starts with (a chat template's system turn and an instruction; k-shot
+    examples) and their keys and values, computed once for the whole pass instead of once per row."""
+
+    ids: list[int]
+    cache: Any
+
+    def for_batch(self, rows: int) -> Any:
+        import copy
+
+        cache = copy.deepcopy(self.cache)
+        for layer in cache.layers:
+            layer.batch_repeat_interleave(rows)
+        return cache
+
+
+def _shared_prefix(run: Any, prompts: Sequence[list[int]], dtype: Any) -> PrefixCache | None:
+    """The pass's common prompt prefix with its KV cache, when long enough to be worth a forward of its own."""
+    import os
+
+    import torch
+
+    common = os.path.commonprefix([list(p) for p in prompts]) if len(prompts) > 1 else []
+    common = common[:min(map(len, prompts)) - 1]  # every row keeps a token of its own to start from
+    if len(common) < MIN_PREFIX_CACHE:
+        return None
+    model = run.model
+    device = next(model.parameters()).device
+    autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        out = model(input_ids=torch.tensor([common], device=device), use_cache=True)
+    return PrefixCache(common, out.past_key_values)
+
+
+def _generate_batch(run: Any, batch: list[list[int]], max_new_tokens: int, dtype: Any, prefix: PrefixCache | None,
                     constraints: list[Constraint | None] | None, vocabulary: Vocabulary | None) -> list[str]:
-    """One left-padded batch through `generate` with a KV cache."""
+    """One batch through `generate` with a KV cache: padded on the left, or, after a shared prefix whose cache is
+    reused, padded between the prefix and each row's own tokens (masked; positions follow the mask)."""
     import torch
     from transformers import LogitsProcessorList
 
     model, tok = run.model, run.tokenizer
     device = next(model.parameters()).device
     pad = tok.pad_token_id
+    shared = len(prefix.ids) if prefix is not None else 0
     longest = max(len(p) for p in batch)
     ids = torch.full((len(batch), longest), pad, dtype=torch.long)
     mask = torch.zeros((len(batch), longest), dtype=torch.long)
     for row, p in enumerate(batch):
-        ids[row, longest - len(p):] = torch.tensor(p)
-        mask[row, longest - len(p):] = 1
+        ids[row, :shared], mask[row, :shared] = torch.tensor(p[:shared], dtype=torch.long), 1
+        ids[row, longest - len(p) + shared:] = torch.tensor(p[shared:])
+        mask[row, longest - len(p) + shared:] = 1
     processors = LogitsProcessorList()
     if constraints is not None and vocabulary is not None and tok.eos_token_id is not None:
         processors.append(ConstrainedGreedy(constraints, vocabulary, [tok.eos_token_id], longest))
+    cached = {"past_key_values": prefix.for_batch(len(batch))} if prefix is not None else {}
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                    max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad,
-                                   eos_token_id=tok.eos_token_id, use_cache=True, logits_processor=processors)
+                                   eos_token_id=tok.eos_token_id, use_cache=True, logits_processor=processors,
+                                   **cached)
     return tok.batch_decode(generated[:, longest:], skip_special_tokens=True)
 
 

@@ -13,7 +13,8 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from .devices import GIB, Device, eval_seconds, measure_training, mfu_range, resolve_device, seconds_range
+from .devices import (BF16_EMULATED, GIB, Device, eval_seconds, measure_training, mfu_range, resolve_device,
+                      seconds_range)
 from .errors import LoraforgeError, RecipeError, RunError
 from .estimates import (RECORDS_PER_PERSON_DAY, MemoryInputs, Shapes, activation_bytes, count_params,
                         data_prep_weeks, fit_verdict, knobs, memory_breakdown, meta_shapes, optimizer_state_bytes,
@@ -275,9 +276,9 @@ def _dur(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def _span(r: list[float] | None) -> str:
+def _span(r: list[float] | None, why: str = "no TFLOP/s for this device") -> str:
     if r is None:
-        return "? (no TFLOP/s for this device)"
+        return f"? ({why})"
     low, high = _dur(r[0]), _dur(r[1])
     return low if low == high else f"{low} – {high}"
 
@@ -294,6 +295,8 @@ def _table(title: str, *columns: str, header: bool = True) -> Any:
 def render(p: dict[str, Any], console: Any) -> None:
     """The plan as four rich tables: parameters, memory, training time, timeline."""
     d, pr, mem, tok, tm, tl = p["device"], p["params"], p["memory"], p["tokens"], p["time"], p["timeline"]
+    why = "bf16 is emulated here: see device peak" if BF16_EMULATED in (d["note"] or "") \
+        else "no TFLOP/s for this device"
     table = _table(f"{p['recipe']}: {p['model']} ({p['config']}) — parameters", "module", "count", "d × k", "r",
                    "LoRA / module", "LoRA total", "full params", "compression")
     for row in pr["rows"]:
@@ -340,7 +343,7 @@ def render(p: dict[str, Any], console: Any) -> None:
                   "weights need no weight gradients)" + (" + 2N recompute" if mem["checkpointing"] else ""))
     table.add_row("training FLOPs", f"{tm['train_flops']:.3g}", "")
     table.add_row("device peak", f"{d['tflops']:.3g} TFLOP/s" if d["tflops"] else "?", d["note"])
-    table.add_row("[bold]predicted[/]", f"[bold]{_span(p['predicted_train_seconds'])}[/]",
+    table.add_row("[bold]predicted[/]", f"[bold]{_span(p['predicted_train_seconds'], why)}[/]",
                   f"model FLOPs utilisation {tm['mfu'][0]:.0%} – {tm['mfu'][1]:.0%} (assumed)")
     if "calibration" in p:
         c = p["calibration"]
@@ -351,13 +354,14 @@ def render(p: dict[str, Any], console: Any) -> None:
     table = _table("timeline", "phase", "estimate", "assumption")
     table.add_row("data preparation", f"{tl['data_prep_weeks']:.1f} weeks", f"ASSUMED {tl['records_per_person_day']}"
                   f" records collected and labelled per person-day ({tl['records']:,} records, 5-day weeks)")
-    table.add_row("training (one run)", _span(tl["train_seconds"]),
+    table.add_row("training (one run)", _span(tl["train_seconds"], why),
                   "calibrated on this machine" if tl["calibrated"] else "predicted range above")
-    table.add_row("evaluation (one run)", _span(tl["eval_seconds"]),
+    table.add_row("evaluation (one run)", _span(tl["eval_seconds"], why),
                   f"{tm['eval_records']} records, mean target to {tm['max_new_tokens']} new tokens, greedy")
-    table.add_row("hyperparameter iterations", _span(tl["iterations_seconds"]),
+    table.add_row("hyperparameter iterations", _span(tl["iterations_seconds"], why),
                   f"{tl['sweep_points']} sweep point(s) × (training + evaluation)")
-    table.add_row("[bold]total[/]", f"[bold]{tl['data_prep_weeks']:.1f} weeks + {_span(tl['iterations_seconds'])}[/]",
+    total = _span(tl['iterations_seconds'], why)
+    table.add_row("[bold]total[/]", f"[bold]{tl['data_prep_weeks']:.1f} weeks + {total}[/]",
                   "data preparation, then the iterations")
     console.print(table)
 

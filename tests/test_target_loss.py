@@ -36,7 +36,7 @@ def test_tail_loss_and_gradients_equal_the_full_loss() -> None:
     tail_grads = torch.autograd.grad(tail, [p for p in model.parameters() if p.requires_grad])
     torch.testing.assert_close(tail, full)
     for got, want in zip(tail_grads, full_grads):
-        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)  # fp32 sums: kernels differ by CPU
     # the Trainer's token count for gradient accumulation is honoured as given
     torch.testing.assert_close(target_loss(out, batch["labels"], num_items_in_batch=torch.tensor(34)),
                                tail * 17 / 34)
