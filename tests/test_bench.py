@@ -48,3 +48,24 @@ def test_gpu_check_smoke_mode_runs_qlora_and_lora(tmp_path) -> None:
     assert report["paths"]["shared_prefix_tokens"] == 48
     for name in ("fused", "fused_shared_prefix", "shared_against_unshared", "checkpointed_shared_prefix"):
         assert report["paths"][name]["loss_rel"] < 1e-3 and report["paths"][name]["grad_rel_max"] < 5e-2
+
+
+def test_bench_maccrobat_trains_on_brat_documents_and_prints_the_table(tmp_path, cache_env) -> None:
+    import os
+
+    corpus = ROOT.parent / "shared" / "data" / "maccrobat-train"
+    if not corpus.is_dir():
+        pytest.skip("the MACCROBAT corpus is not beside this checkout")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "maccrobat.py"), "--corpus", str(corpus), "--output",
+         str(tmp_path / "run"), "--set", "data.max_records=70", "--set", "training.max_steps=1",
+         "--set", "evaluation.max_records=3", "--set", "evaluation.max_new_tokens=8",
+         "--set", "evaluation.baseline_shots=1", "--set", "training.eval_loss=false"],
+        env={**os.environ, **cache_env}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for text in ("MEDICATION", "DOSAGE", "CONDITION", "PROCEDURE", "micro", "base 1-shot", "recall on unseen",
+                 "tokens/s", "train: 4 documents"):  # the documents read for the first 70 passages
+        assert text in done.stdout, done.stdout
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    test_docs = {json.loads(line)["file"] for line in (tmp_path / "run" / "predictions-test.jsonl").open()}
+    assert metrics["train"]["steps"] == 1 and test_docs  # whole documents held out
