@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,6 +14,16 @@ from pathlib import Path
 from typing import Any
 
 CACHE_ENV = "LORAFORGE_CACHE"
+
+
+#: `package:inner/path` (a file inside an installed package); `https://...` is not one
+PACKAGE_REF = re.compile(r"^([A-Za-z_][\w.]*):(?!//)(.+)$")
+
+
+def package_reference(ref: str) -> tuple[str, str] | None:
+    """(package, path inside it) when `ref` is written `package:inner/path`, else None."""
+    m = PACKAGE_REF.match(ref)
+    return (m.group(1), m.group(2)) if m else None
 
 
 def package_root(package: str) -> Path | None:

@@ -276,7 +276,10 @@ def _dur(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def _span(r: list[float] | None, why: str = "no TFLOP/s for this device") -> str:
+NO_PEAK = "no TFLOP/s for this device"
+
+
+def _span(r: list[float] | None, why: str = NO_PEAK) -> str:
     if r is None:
         return f"? ({why})"
     low, high = _dur(r[0]), _dur(r[1])
@@ -295,8 +298,7 @@ def _table(title: str, *columns: str, header: bool = True) -> Any:
 def render(p: dict[str, Any], console: Any) -> None:
     """The plan as four rich tables: parameters, memory, training time, timeline."""
     d, pr, mem, tok, tm, tl = p["device"], p["params"], p["memory"], p["tokens"], p["time"], p["timeline"]
-    why = "bf16 is emulated here: see device peak" if BF16_EMULATED in (d["note"] or "") \
-        else "no TFLOP/s for this device"
+    why = "bf16 is emulated here: see device peak" if BF16_EMULATED in (d["note"] or "") else NO_PEAK
     table = _table(f"{p['recipe']}: {p['model']} ({p['config']}) — parameters", "module", "count", "d × k", "r",
                    "LoRA / module", "LoRA total", "full params", "compression")
     for row in pr["rows"]:

@@ -23,7 +23,7 @@ def _frozen_linears(model: Any, dtype: Any) -> tuple[list[Any], list[Any]]:
     shared = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Linear) for p in m.parameters(recurse=False)}
     layers = [m for m in model.modules()
               if type(m) is torch.nn.Linear and not m.weight.requires_grad and m.weight.dtype == torch.float32
-              and m.weight.dtype != dtype and m.weight.device.type != "meta"]
+              and m.weight.device.type != "meta"]
     return [m for m in layers if id(m.weight) not in shared], [m for m in layers if id(m.weight) in shared]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import Problem, RecipeError, did_you_mean
-from .files import package_root
+from .files import package_reference, package_root
 from .schema import aliases, option, parse, to_dict
 
 #: component sections and the key that selects their plugin
@@ -305,15 +305,12 @@ def _layers(path: Path, chain: tuple[Path, ...] = ()) -> list[tuple[Path, dict[s
     return [*_layers(parent_path, (*chain, path)), (path, table)]
 
 
-PACKAGE_REF = re.compile(r"^([A-Za-z_][\w.]*):(?!//)(.+)$")
-
-
 def locate(ref: str | Path, base: Path, *, file: object = None, key: str | None = None) -> Path:
     """A recipe reference as a path: `pkg:recipes/x.toml` (inside an installed package) or a path from `base`."""
-    m = PACKAGE_REF.match(str(ref)) if not Path(str(ref)).exists() else None
-    if m is None:
+    reference = package_reference(str(ref)) if not Path(str(ref)).exists() else None
+    if reference is None:
         return base / Path(str(ref)).expanduser()
-    package, inner = m.groups()
+    package, inner = reference
     root = package_root(package)
     if root is None:
         raise RecipeError(f"'{ref}' names package '{package}', which is not installed", file=file, key=key,

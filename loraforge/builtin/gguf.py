@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
-from ..files import atomic_dir, cache_dir, digest, package_root
+from ..files import atomic_dir, cache_dir, digest, package_reference, package_root
 
 SUFFIX = ".gguf"
 SOURCE_FILE = "gguf-source.json"
@@ -32,8 +32,9 @@ def local_file(name: str, base: Path, *, file: object = None) -> Path:
     candidate = path if path.is_absolute() else base / path
     if candidate.is_file():
         return candidate.resolve()
-    package, colon, inner = name.partition(":")
-    if colon and package.replace(".", "").replace("_", "").isalnum() and not inner.startswith("//"):
+    reference = package_reference(name)
+    if reference is not None:
+        package, inner = reference
         root = package_root(package)
         if root is None:
             raise ModelError(f"'{name}' names package '{package}', which is not installed", key="model.name",

@@ -146,6 +146,9 @@ class HfLoader(ModelLoader):
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load tokenizer of '{self.options.name}': {_first_line(exc)}",
                              key="model.name", file=run.recipe.path, hint=OFFLINE_HINT) from None
+        return self._finish(tok)
+
+    def _finish(self, tok: Any) -> Any:
         if self.options.chat_template == "none":
             tok.chat_template = None
         return _finish_tokenizer(tok)
@@ -179,9 +182,7 @@ class HfLoader(ModelLoader):
                                                     trust_remote_code=o.trust_remote_code, local_files_only=True)
             except Exception:  # not on this machine
                 return None
-        if self.options.chat_template == "none":
-            tok.chat_template = None
-        return _finish_tokenizer(tok)
+        return self._finish(tok)
 
 
 SPECIAL = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|pad|>"}

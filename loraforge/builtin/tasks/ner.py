@@ -95,8 +95,8 @@ class NerTask(Task):
         text_field: str = option("text", help="Record key holding the text.")
         entities_field: str = option("entities", help="Record key holding the list of {start, end, label}.")
         label_map: dict[str, str] | None = option(
-            None, help="Source label -> task label for the files this task reads (brat, CoNLL), e.g. "
-                       "{Disease_disorder = \"CONDITION\"}; spans with an unmapped label are dropped and counted.")
+            None, help="Source label -> task label for brat folders, e.g. {Disease_disorder = \"CONDITION\"}; "
+                       "spans with an unmapped label are dropped and counted.")
         discontinuous: Literal["drop", "join", "split"] = option(
             "drop", help="brat spans written in fragments: drop them, join them into one span from the first start "
                          "to the last end, or split them into one entity per fragment (counted either way).")
