@@ -68,12 +68,16 @@ def model_flops_per_token(metrics: dict, base: Path) -> float:
 
 
 def plain_config(recipe_path: Path, overrides: list[str], base: Path, folder: Path) -> Path:
-    """The same formatted examples and hyperparameters, handed to the plain script."""
+    """The same formatted examples and hyperparameters, handed to the plain script; its generations get the bound
+    loraforge's task gives the whole split."""
+    from loraforge.data import make_encoder
     from loraforge.engine import build
     from loraforge.recipe import load_recipe
 
     recipe = load_recipe(recipe_path, overrides)
     run = build(recipe)
+    encoder = make_encoder(run.components["model"].load_tokenizer(run))
+    max_new = recipe.evaluation.max_new_tokens or run.task.max_new_tokens(run.train_examples, encoder.count)
     folder.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         records = run.records[split][: recipe.evaluation.max_records if split == "test" else None]
@@ -85,7 +89,7 @@ def plain_config(recipe_path: Path, overrides: list[str], base: Path, folder: Pa
            "out": str(folder / "trainer"), "r": a.r, "alpha": a.lora_alpha, "dropout": a.lora_dropout,
            "target_modules": a.target_modules, "modules_to_save": a.modules_to_save, "epochs": t.epochs,
            "lr": t.learning_rate, "batch_size": t.batch_size, "scheduler": t.scheduler,
-           "warmup_ratio": t.warmup_ratio, "seed": t.seed}
+           "warmup_ratio": t.warmup_ratio, "seed": t.seed, "max_new_tokens": max_new}
     (folder / "config.json").write_text(json.dumps(cfg))
     return folder / "config.json"
 

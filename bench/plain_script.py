@@ -1,6 +1,6 @@
 """What a user would write without loraforge: Trainer + PEFT with default arguments.
 
-Pad-to-longest collator (DataCollatorForSeq2Seq), random batches, full-vocabulary logits at every position,
+The model's chat template where it has one, a pad-to-longest collator (DataCollatorForSeq2Seq), random batches, full-vocabulary logits at every position,
 fp32, and one-by-one greedy generation for evaluation. Same model, data, rank, epochs, learning rate, batch size
 and schedule as the loraforge run it is compared with; only the engineering differs.
 
@@ -30,8 +30,15 @@ def main(config_path: str) -> None:
                                              target_modules=cfg["target_modules"], task_type="CAUSAL_LM",
                                              modules_to_save=cfg["modules_to_save"] or None))
 
+    def prompt_ids(prompt: str) -> list[int]:  # through the chat template where the model has one
+        if tok.chat_template:
+            prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+            return tok(prompt, add_special_tokens=False)["input_ids"]
+        return [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
+
     def encode(example: dict) -> dict:
-        prompt = [tok.bos_token_id] + tok(example["prompt"], add_special_tokens=False)["input_ids"]
+        prompt = prompt_ids(example["prompt"])
         target = tok(example["target"], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
         return {"input_ids": prompt + target, "attention_mask": [1] * (len(prompt) + len(target)),
                 "labels": [-100] * len(prompt) + target}
@@ -57,8 +64,9 @@ def main(config_path: str) -> None:
     start = time.perf_counter()
     with torch.no_grad():
         for example in test:
-            ids = torch.tensor([[tok.bos_token_id] + tok(example["prompt"], add_special_tokens=False)["input_ids"]])
-            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=64,
+            ids = torch.tensor([prompt_ids(example["prompt"])])
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                 max_new_tokens=cfg["max_new_tokens"],
                                  do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
             outputs.append(tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
     eval_s = time.perf_counter() - start

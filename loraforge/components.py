@@ -96,6 +96,11 @@ class Task(Component, ABC):
         generation free. See `loraforge.constraints`."""
         return None
 
+    def stops(self, generated: str) -> bool:
+        """True ends a generation now, before its token budget: for answers a model may repeat without end (a
+        k-shot base model caught in a loop). Asked at every new token with the text so far; by default never."""
+        return False
+
     def max_new_tokens(self, examples: Sequence[Example], count_tokens: Any) -> int:
         """Bound for generation: by default 1.5x the longest training target, plus a margin."""
         longest = max((count_tokens(e.target) for e in examples), default=32)

@@ -154,8 +154,10 @@ def measure_bandwidth_gbs(mib: int = 64, repeats: int = 3) -> float:
 
 #: model FLOPs utilisation assumed (low, high); on the CPU, of the measured matmul throughput, where a small model's
 #: elementwise ops, attention and autograd bookkeeping weigh as much as its matmuls (the demo recipe trains at 22%
-#: of the 2-core fp32 peak, the bench's plain Trainer+PEFT script at 13%)
-MFU = {"gpu": (0.30, 0.60), "gpu-4bit": (0.20, 0.45), "gpu-8bit": (0.10, 0.30), "cpu": (0.15, 0.45)}
+#: of the 2-core fp32 peak, the bench's plain Trainer+PEFT script at 13%); bf16 on a CPU with AMX peaks far higher
+#: on large square matmuls than a model's steps reach (SmolLM2-135M on MACCROBAT: 6% of it, bench/README.md)
+MFU = {"gpu": (0.30, 0.60), "gpu-4bit": (0.20, 0.45), "gpu-8bit": (0.10, 0.30), "cpu": (0.15, 0.45),
+       "cpu-bf16": (0.04, 0.12)}
 #: eager `generate` costs at least this per decoding step (its Python loop) plus this per layer (kernel launches);
 #: measured ≈ 3.8 ms a step for the 2-layer tiny model on this project's CPU machine
 DECODE_STEP_S, DECODE_LAYER_S = 2e-3, 0.5e-3
@@ -164,7 +166,9 @@ DECODE_STEP_S, DECODE_LAYER_S = 2e-3, 0.5e-3
 def mfu_range(device: Device, bits: int | None = None) -> tuple[float, float]:
     """Training reaches 30-60 % of a GPU's peak; de-quantizing 4-bit weights before each matmul costs some,
     LLM.int8's outlier decomposition more."""
-    return MFU["cpu" if not device.gpu else {4: "gpu-4bit", 8: "gpu-8bit"}.get(bits, "gpu")]
+    if not device.gpu:
+        return MFU["cpu-bf16" if device.bf16 else "cpu"]
+    return MFU[{4: "gpu-4bit", 8: "gpu-8bit"}.get(bits, "gpu")]
 
 
 def seconds_range(flops: float, tflops: float | None, mfu: tuple[float, float]) -> list[float] | None:

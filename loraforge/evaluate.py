@@ -12,24 +12,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .components import Record
+from .components import Record, Task
 from .constraints import Constraint, ConstrainedGreedy, Vocabulary
+from .kvcache import PrefixCache, batch_cache, cache_argument, can_share, shared_prefix_decoding
 from .precision import autocast_dtype, frozen_weights_in, merged_for_inference
 
 #: shorter common prompt prefixes are recomputed per row: a forward of their own would not pay for itself
 MIN_PREFIX_CACHE = 32
 
 
-def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_size: int,
+def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int | Sequence[int], batch_size: int,
              label: str = "generate", constraints: Sequence[Constraint | None] | None = None,
              vocabulary: Vocabulary | None = None) -> list[str]:
-    """Greedy completions of token-id prompts, decoded without special tokens; with `constraints` (one per prompt,
-    with the tokenizer's `vocabulary`), each keeps to its own.
+    """Greedy completions of token-id prompts, decoded without special tokens; `max_new_tokens` bounds all of them
+    or each its own; with `constraints` (one per prompt, with the tokenizer's `vocabulary`), each keeps to its own.
 
     For the whole pass each plain LoRA layer runs as one matmul with W + ΔW, and frozen weights are cast once to
     the autocast dtype (`loraforge.precision`)."""
     model = run.model
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     outputs: list[str] = [""] * len(prompts)
     was_training = model.training
     model.eval()
@@ -40,7 +42,7 @@ def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_
             prefix = _shared_prefix(run, prompts, dtype)
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
-                texts = _generate_batch(run, [prompts[i] for i in rows], max_new_tokens, dtype, prefix,
+                texts = _generate_batch(run, [prompts[i] for i in rows], [budgets[i] for i in rows], dtype, prefix,
                                         None if constraints is None else [constraints[i] for i in rows], vocabulary)
                 for i, text in zip(rows, texts):
                     outputs[i] = text
@@ -50,23 +52,6 @@ def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int, batch_
     finally:
         model.train(was_training)
     return outputs
-
-
-@dataclass
-class PrefixCache:
-    """The tokens every prompt of a pass starts with (a chat template's system turn and an instruction; k-shot
-    examples) and their keys and values, computed once for the whole pass instead of once per row."""
-
-    ids: list[int]
-    cache: Any
-
-    def for_batch(self, rows: int) -> Any:
-        import copy
-
-        cache = copy.deepcopy(self.cache)
-        for layer in cache.layers:
-            layer.batch_repeat_interleave(rows)
-        return cache
 
 
 def _shared_prefix(run: Any, prompts: Sequence[list[int]], dtype: Any) -> PrefixCache | None:
@@ -84,15 +69,16 @@ def _shared_prefix(run: Any, prompts: Sequence[list[int]], dtype: Any) -> Prefix
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         out = model(input_ids=torch.tensor([common], device=device), use_cache=True)
-    return PrefixCache(common, out.past_key_values)
+    return PrefixCache(common, out[cache_argument(model)])
 
 
-def _generate_batch(run: Any, batch: list[list[int]], max_new_tokens: int, dtype: Any, prefix: PrefixCache | None,
+def _generate_batch(run: Any, batch: list[list[int]], budgets: list[int], dtype: Any, prefix: PrefixCache | None,
                     constraints: list[Constraint | None] | None, vocabulary: Vocabulary | None) -> list[str]:
     """One batch through `generate` with a KV cache: padded on the left, or, after a shared prefix whose cache is
-    reused, padded between the prefix and each row's own tokens (masked; positions follow the mask)."""
+    reused, padded between the prefix and each row's own tokens (masked; positions follow the mask). The batch
+    runs to its largest budget and each row is cut to its own: a row's budget does not depend on its batch."""
     import torch
-    from transformers import LogitsProcessorList
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     model, tok = run.model, run.tokenizer
     device = next(model.parameters()).device
@@ -108,14 +94,39 @@ def _generate_batch(run: Any, batch: list[list[int]], max_new_tokens: int, dtype
     processors = LogitsProcessorList()
     if constraints is not None and vocabulary is not None and tok.eos_token_id is not None:
         processors.append(ConstrainedGreedy(constraints, vocabulary, [tok.eos_token_id], longest))
-    cached = {"past_key_values": prefix.for_batch(len(batch))} if prefix is not None else {}
+    stopping = StoppingCriteriaList([RowStop(tok, longest, budgets, run.task)])
+    share = prefix is not None and can_share(model)
+    cache = batch_cache(len(batch), longest + max(budgets), dtype, prefix, share)
+    decoding = shared_prefix_decoding(model, cache) if share else contextlib.nullcontext()
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast, decoding:
         generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
-                                   max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad,
+                                   max_new_tokens=max(budgets), do_sample=False, num_beams=1, pad_token_id=pad,
                                    eos_token_id=tok.eos_token_id, use_cache=True, logits_processor=processors,
-                                   **cached)
-    return tok.batch_decode(generated[:, longest:], skip_special_tokens=True)
+                                   stopping_criteria=stopping, **{cache_argument(model): cache})
+    return [tok.decode(row[longest:longest + budget], skip_special_tokens=True)
+            for row, budget in zip(generated, budgets)]
+
+
+class RowStop:
+    """Ends each row of a batch on its own: at its token budget, or once the task says its answer is over
+    (`Task.stops`), so a batch ends when its last row does, not at its largest budget."""
+
+    def __init__(self, tokenizer: Any, start: int, budgets: Sequence[int], task: Task) -> None:
+        self.tokenizer, self.start, self.budgets = tokenizer, start, list(budgets)
+        self.done = [False] * len(self.budgets)
+        self.stops = task.stops if type(task).stops is not Task.stops else None  # decode only for a task that asks
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        new = input_ids.shape[1] - self.start
+        for row, budget in enumerate(self.budgets):
+            if self.done[row]:
+                continue
+            self.done[row] = new >= budget or (self.stops is not None and self.stops(
+                self.tokenizer.decode(input_ids[row, self.start:], skip_special_tokens=True)))
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)
 
 
 @dataclass
@@ -179,8 +190,8 @@ def evaluate(run: Any, split: str) -> dict[str, Any]:
     """Score the adapted model on `split`; with `baseline_shots`, also the base model prompted k-shot."""
     task, settings = run.task, run.recipe.evaluation
     records: list[Record] = run.records[split][: settings.max_records]
-    max_new = settings.max_new_tokens or task.max_new_tokens(run.train_examples, run.encoder.count)
     prompts = [run.encoder.prompt_ids(task.format(r).prompt) for r in records]
+    max_new = settings.max_new_tokens or answer_budgets(run, prompts)
     context = EvalContext(run, split, records)  # one for both passes: the training references are built once
     scores, texts = score(context, prompts, max_new, adapted=True)
     _write_predictions(run, split, records, texts)
@@ -193,6 +204,30 @@ def evaluate(run: Any, split: str) -> dict[str, Any]:
         _write_predictions(run, f"{split}-base", records, base_texts)
         result["baseline"] = {"shots": len(shots), "split": split, "scores": base_scores}
     return result
+
+
+def answer_budgets(run: Any, prompts: Sequence[list[int]]) -> list[int]:
+    """Per record, the task's generation bound (`Task.max_new_tokens`) over the training examples whose prompt is
+    no longer than the record's own (the shortest one at least).
+
+    Answers grow with their input (NER lines, rewritten styles), so a short passage does not get the budget of the
+    longest training answer: a model that never stops (a k-shot base model repeating lines) is cut sooner, and a
+    batch of short prompts ends sooner. Never more than the task's bound for the whole split."""
+    import bisect
+    import functools
+
+    task, encoder = run.task, run.encoder
+    count = functools.cache(encoder.count)  # each target is counted once, however many bounds it enters
+    seen = sorted(((len(encoder.prompt_ids(e.prompt)), i) for i, e in enumerate(run.train_examples)))
+    examples = [run.train_examples[i] for _, i in seen]
+    lengths = [n for n, _ in seen]
+
+    @functools.cache
+    def bound(shorter: int) -> int:
+        return task.max_new_tokens(examples[:shorter], count)
+
+    cap = bound(len(examples))
+    return [min(cap, bound(max(1, bisect.bisect_right(lengths, len(p))))) for p in prompts]
 
 
 def few_shot_examples(run: Any, k: int) -> list[Any]:

@@ -161,9 +161,14 @@ _ATTENTION_PREFIX = "loraforge_shared_prefix_"
 
 
 @functools.cache
-def _attention_name(original: str) -> str:
-    """Register, once per attention implementation, one that runs `PrefixLayout` sequences itself and hands
-    everything else to `original` (masks included)."""
+def attention_wrapped(original: str) -> str:
+    """Register, once per attention implementation, one that runs `PrefixLayout` sequences (training) and
+    decoding over a prefix held once (`loraforge.kvcache`) itself, and hands everything else to `original`
+    (masks included)."""
+    from .kvcache import decoding_layer, prefix_attention
+
+    if original.startswith(_ATTENTION_PREFIX):
+        return original
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -171,6 +176,9 @@ def _attention_name(original: str) -> str:
     def attention(module: Any, *args: Any, shared_prefix: PrefixLayout | None = None, **kwargs: Any) -> Any:
         if shared_prefix is not None:
             return _prefix_attention(module, *args, shared_prefix=shared_prefix, **kwargs)
+        layer = decoding_layer(module)
+        if layer is not None:
+            return prefix_attention(layer, *args[:4], scaling=kwargs.get("scaling"))
         return ALL_ATTENTION_FUNCTIONS[original](module, *args, **kwargs)
 
     name = _ATTENTION_PREFIX + original
@@ -239,7 +247,7 @@ def shared_prefix_attention(model: Any) -> Iterator[None]:
     if original.startswith(_ATTENTION_PREFIX):  # already open
         yield
         return
-    config._attn_implementation = _attention_name(original)
+    config._attn_implementation = attention_wrapped(original)
     try:
         with _last_layer_on_targets(model):
             yield

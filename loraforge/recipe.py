@@ -101,7 +101,8 @@ class EvaluationSection:
     metrics: list[str] | None = option(None, help="Metric names; default: the task's own metrics.")
     batch_size: int = option(16, ge=1, help="Sequences generated at once.")
     max_new_tokens: int | None = option(None, ge=1,
-                                        help="Generation bound; default: from the longest training target.")
+                                        help="Tokens each answer may run to; default: per record, from the training "
+                                             "answers to prompts no longer than its own (docs/tasks.md).")
     max_records: int | None = option(None, ge=1, help="Score only the first N records of the split.")
     constrained: bool = option(True, help="Keep generations to well-formed answers, where the task defines them "
                                           "(NER: declared labels, mentions from the text); see docs/tasks.md.")

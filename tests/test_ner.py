@@ -376,3 +376,14 @@ def test_conll_undeclared_label_caught_by_check(task: NerTask, tmp_path: Path) -
     with pytest.raises(DataError, match="'DATE', which is not declared") as info:
         task.check(record)
     assert info.value.problems[0].line == 2
+
+
+def test_line_answers_stop_at_a_line_written_three_times_in_a_row(task: NerTask) -> None:
+    looping = "CONDITION: fever\nCONDITION: fever\nCONDITION: fever\n"
+    assert task.stops(looping)
+    assert not task.stops(looping[:-1])  # the third line is not complete yet
+    assert not task.stops("CONDITION: fever\nCONDITION: fever\n")  # gold answers repeat a line twice at times
+    assert not task.stops("CONDITION: fever\nDOSAGE: 5 mg\nCONDITION: fever\nDOSAGE: 5 mg\n")
+    assert not task.stops("\n\n\n\n")
+    inline = NerTask(NerTask.Options(labels=["CONDITION"], output="inline"))
+    assert not inline.stops(looping)
