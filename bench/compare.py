@@ -136,7 +136,8 @@ def once(recipe: Path, overrides: list[str], out: Path, index: int) -> dict[str,
                       "train_s": lf_train["training_s"], "eval_s": metrics["evaluate_s"],
                       "wall_s": lf_wall,
                       "peak_rss_mib": lf_rss, "micro_f1": lf_seqeval["micro"]["f1"],
-                      "unseen_recall": unseen_recall(lf_seqeval), "gflops": flops * lf_train["tokens_per_s"] / 1e9},
+                      "unseen_recall": unseen_recall(lf_seqeval), "gflops": flops * lf_train["tokens_per_s"] / 1e9,
+                      "dtype": "bfloat16" if metrics["precision"] == "bf16" else "float32"},
         "plain": {"tokens_per_s": plain["tokens_per_s"], "padding_fraction": plain["padding_fraction"],
                   "shared_prefix_fraction": 0.0,
                   "train_s": plain["train_s"], "eval_s": plain["eval_s"], "wall_s": plain_wall,
@@ -169,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         summary[row] = {"loraforge": lf, "plain": pl}
         ratio = f"{lf / pl:10.2f}x" if pl else "-"
         print(f"{row:24} {lf:12.3f} {pl:12.3f} {ratio}")
-    print(f"training FLOP/s vs fp32 matmul peak: loraforge {summary['gflops']['loraforge'] / peak['float32']:.1%}, "
-          f"plain {summary['gflops']['plain'] / peak['float32']:.1%}")
+    lf_dtype = runs[0]["loraforge"]["dtype"]  # the plain script trains in fp32
+    lf_peak = peak[lf_dtype] or peak["float32"]
+    print(f"training model FLOP/s against the matmul peak of the dtype trained in: loraforge "
+          f"{summary['gflops']['loraforge'] / lf_peak:.1%} ({lf_dtype}), plain "
+          f"{summary['gflops']['plain'] / peak['float32']:.1%} (float32)")
     speedup_eval = summary["eval_s"]["plain"] / summary["eval_s"]["loraforge"]
     print(f"speed-ups: training {summary['tokens_per_s']['loraforge'] / summary['tokens_per_s']['plain']:.2f}x, "
           f"evaluation {speedup_eval:.2f}x")
