@@ -155,7 +155,7 @@ def measure_bandwidth_gbs(mib: int = 64, repeats: int = 3) -> float:
 #: model FLOPs utilisation assumed (low, high); on the CPU, of the measured matmul throughput, where a small model's
 #: elementwise ops, attention and autograd bookkeeping weigh as much as its matmuls (the demo recipe trains at 22%
 #: of the 2-core fp32 peak, the bench's plain Trainer+PEFT script at 13%); bf16 on a CPU with AMX peaks far higher
-#: on large square matmuls than a model's steps reach (SmolLM2-135M on MACCROBAT: 6% of it, bench/README.md)
+#: on large square matmuls than a model's steps reach (SmolLM2-135M on MACCROBAT: about 7% of it, bench/README.md)
 MFU = {"gpu": (0.30, 0.60), "gpu-4bit": (0.20, 0.45), "gpu-8bit": (0.10, 0.30), "cpu": (0.15, 0.45),
        "cpu-bf16": (0.04, 0.12)}
 #: eager `generate` costs at least this per decoding step (its Python loop) plus this per layer (kernel launches);
