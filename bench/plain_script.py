@@ -1,8 +1,9 @@
 """What a user would write without loraforge: Trainer + PEFT with default arguments.
 
-The model's chat template where it has one, a pad-to-longest collator (DataCollatorForSeq2Seq), random batches, full-vocabulary logits at every position,
-fp32, and one-by-one greedy generation for evaluation. Same model, data, rank, epochs, learning rate, batch size
-and schedule as the loraforge run it is compared with; only the engineering differs.
+The model's chat template where it has one, a pad-to-longest collator (DataCollatorForSeq2Seq), random batches,
+full-vocabulary logits at every position, fp32, and one-by-one greedy generation for evaluation. Same model, data,
+rank, epochs, learning rate, batch size and schedule as the loraforge run it is compared with; only the
+engineering differs.
 
 Usage: python bench/plain_script.py CONFIG.json   (written by bench/compare.py)
 Prints one JSON line with its measurements.

@@ -14,7 +14,8 @@ from typing import Any
 
 from .components import Record, Task
 from .constraints import Constraint, ConstrainedGreedy, Vocabulary
-from .kvcache import PrefixCache, batch_cache, cache_argument, can_share, shared_prefix_decoding
+from .kvcache import PrefixCache, batch_cache, cache_argument, shared_prefix_decoding
+from .prefix import attends_through_interface
 from .precision import autocast_dtype, frozen_weights_in, merged_for_inference
 
 #: shorter common prompt prefixes are recomputed per row: a forward of their own would not pay for itself
@@ -69,7 +70,7 @@ def _shared_prefix(run: Any, prompts: Sequence[list[int]], dtype: Any) -> Prefix
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.inference_mode(), autocast:
         out = model(input_ids=torch.tensor([common], device=device), use_cache=True)
-    return PrefixCache(common, out[cache_argument(model)])
+    return PrefixCache(common, out[cache_argument(model)], shared=attends_through_interface(model))
 
 
 def _generate_batch(run: Any, batch: list[list[int]], budgets: list[int], dtype: Any, prefix: PrefixCache | None,
@@ -95,9 +96,9 @@ def _generate_batch(run: Any, batch: list[list[int]], budgets: list[int], dtype:
     if constraints is not None and vocabulary is not None and tok.eos_token_id is not None:
         processors.append(ConstrainedGreedy(constraints, vocabulary, [tok.eos_token_id], longest))
     stopping = StoppingCriteriaList([RowStop(tok, longest, budgets, run.task)])
-    share = prefix is not None and can_share(model)
-    cache = batch_cache(len(batch), longest + max(budgets), dtype, prefix, share)
-    decoding = shared_prefix_decoding(model, cache) if share else contextlib.nullcontext()
+    cache = batch_cache(len(batch), longest + max(budgets), dtype, prefix)
+    held_once = prefix is not None and prefix.shared
+    decoding = shared_prefix_decoding(model, cache) if held_once else contextlib.nullcontext()
     autocast = torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     with torch.inference_mode(), autocast, decoding:
         generated = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),

@@ -27,19 +27,22 @@ _DECODING: contextvars.ContextVar[Any] = contextvars.ContextVar("loraforge_decod
 @dataclass
 class PrefixCache:
     """The tokens every prompt of a pass starts with and their keys and values (one row), computed once for the
-    whole pass instead of once per row."""
+    whole pass instead of once per row; `shared`: held once for all rows of a batch (`shared_prefix_decoding`
+    applies to the model), else copied to every row."""
 
     ids: list[int]
     cache: Any
+    shared: bool
 
 
-def batch_cache(rows: int, positions: int, dtype: Any, prefix: PrefixCache | None, share: bool) -> Any:
+def batch_cache(rows: int, positions: int, dtype: Any, prefix: PrefixCache | None) -> Any:
     """A cache for one batch of `rows` with room for `positions` (prefix, prompts and answers), held in `dtype`
-    (None: as computed). The prefix is held once when `share` (for `shared_prefix_decoding`, in fp32), else copied
+    (None: as computed). A `shared` prefix is held once (for `shared_prefix_decoding`, in fp32), any other copied
     to every row."""
     import torch
 
     layer = _growing_layer()
+    share = prefix is not None and prefix.shared
     dtype = torch.float32 if share else dtype  # `prefix_attention` computes in fp32: the scores are not rounded
     if prefix is None:
         return _cache_of(layer_class_to_replicate=lambda: layer(positions, dtype))
@@ -126,17 +129,10 @@ def cache_argument(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(causal_lm(model).forward).parameters else "past_key_values"
 
 
-def can_share(model: Any) -> bool:
-    """Whether `shared_prefix_decoding` applies: attention through transformers' interface, full causal attention
-    in every layer (as for shared prefixes in training)."""
-    from .prefix import attends_through_interface
-
-    return attends_through_interface(model)
-
-
 @contextlib.contextmanager
 def shared_prefix_decoding(model: Any, cache: Any) -> Iterator[None]:
-    """While open, attention of `model` reads the prefix `cache` holds once (`batch_cache(share=True)`)."""
+    """While open, attention of `model` reads the prefix `cache` holds once (`batch_cache` of a `shared` prefix).
+    Applies where shared prefixes apply in training (`prefix.attends_through_interface`)."""
     from .prefix import attention_wrapped, causal_lm
 
     config = causal_lm(model).config
@@ -166,8 +162,9 @@ def prefix_attention(layer: Any, query: Any, key: Any, value: Any, attention_mas
     [1, kv_heads, P, dim]) and the rows' own keys (key, value: [rows, kv_heads, S, dim], the last q of them the
     queries' own). `attention_mask` covers P + S positions (the model builds it from the cache's length).
 
-    In fp32 whatever the autocast dtype: bf16 scores would be rounded before the softmax. A decoding step (q = 1) reads the prefix once for all rows: every row's query against the prefix keys in one
-    matmul per key head, one softmax over prefix and own scores. The rows' first step (their prompts) runs once
+    In fp32 whatever the autocast dtype: bf16 scores would be rounded before the softmax. A decoding step (q = 1)
+    reads the prefix once for all rows: every row's query against the prefix keys in one matmul per key head, one
+    softmax over prefix and own scores. The rows' first step (their prompts) runs once
     per batch, as plain attention over the prefix repeated."""
     import torch
     import torch.nn.functional as F

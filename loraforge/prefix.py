@@ -165,13 +165,13 @@ def attention_wrapped(original: str) -> str:
     """Register, once per attention implementation, one that runs `PrefixLayout` sequences (training) and
     decoding over a prefix held once (`loraforge.kvcache`) itself, and hands everything else to `original`
     (masks included)."""
-    from .kvcache import decoding_layer, prefix_attention
-
     if original.startswith(_ATTENTION_PREFIX):
         return original
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from .kvcache import decoding_layer, prefix_attention
 
     def attention(module: Any, *args: Any, shared_prefix: PrefixLayout | None = None, **kwargs: Any) -> Any:
         if shared_prefix is not None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import SHIPPED_BASE, SMOL_RECIPE, ner_recipe, ner_records
 
-from loraforge import engine, evaluate, kvcache
+from loraforge import engine, evaluate
 from loraforge.recipe import load_recipe
 from loraforge.testing import QUICK_TRAINING
 
@@ -49,10 +49,10 @@ def prompts(run, shots: int) -> list[list[int]]:
 @pytest.mark.parametrize("model,shots", [("tiny", 0), ("tiny", 2), ("smol", 2)])
 def test_a_shared_prefix_generates_what_each_row_alone_would(request, monkeypatch, model: str, shots: int) -> None:
     run = request.getfixturevalue("run" if model == "tiny" else "smol_run")
-    assert kvcache.can_share(run.model)  # the prefix is held once and read once per step for all rows
     batch = prompts(run, shots)
     common = evaluate._shared_prefix(run, batch, None)
     assert common is not None and len(common.ids) >= evaluate.MIN_PREFIX_CACHE
+    assert common.shared  # the prefix is held once and read once per step for all rows
     assert all(p[:len(common.ids)] == common.ids for p in batch)
     with_cache = evaluate.generate(run, batch, 16, batch_size=5)
     monkeypatch.setattr(evaluate, "MIN_PREFIX_CACHE", 10**6)  # every row computes its whole prompt
