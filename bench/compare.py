@@ -1,8 +1,10 @@
 """loraforge against a plain Trainer+PEFT script: same model, data and hyperparameters, run in one process tree.
 
-    python bench/compare.py [--recipe recipes/medical_ner_tiny.toml] [--repeat 3] [--set key=value ...]
+    python bench/compare.py [--recipe recipes/medical_ner_tiny.toml] [--repeat 3 | --seeds 0,1,2] [--set key=value ...]
 
-Prints, as medians over the repeats: training tokens/s (real, non-pad tokens), padding fraction, training and
+`--repeat N` runs each side N times on the recipe's seed (spread in time); `--seeds` once per seed, the same
+seed on both sides (spread in F1: weights of new layers, dropout and shuffling differ per seed). Prints, as medians
+over the runs: training tokens/s (real, non-pad tokens), padding fraction, training and
 evaluation wall time (training without loraforge's validation loss after each epoch, which the plain script does not
 compute), peak RSS, test micro-F1 and recall on unseen mentions (both sides' generations scored by the
 same task and metric), the ratio loraforge/plain, and the model FLOP/s of training against
@@ -76,7 +78,7 @@ def plain_config(recipe_path: Path, overrides: list[str], base: Path, folder: Pa
 
     recipe = load_recipe(recipe_path, overrides)
     run = build(recipe)
-    encoder = make_encoder(run.components["model"].load_tokenizer(run))
+    encoder = make_encoder(run.components.model.load_tokenizer(run))
     max_new = recipe.evaluation.max_new_tokens or run.task.max_new_tokens(run.train_examples, encoder.count)
     folder.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
@@ -105,9 +107,8 @@ def plain_scores(recipe_path: Path, overrides: list[str], generations: list[str]
     records = run.records["test"][: recipe.evaluation.max_records]
     task = run.task
     predictions = [task.parse(g, r) for g, r in zip(generations, records)]
-    metric = run.components["metric:seqeval"]
-    scores = metric.compute(predictions, [task.reference(r) for r in records], task,
-                            context=EvalContext(run, "test", records))
+    run.evaluation = EvalContext(run, "test", records)
+    scores = run.components.metrics["seqeval"].compute(run, predictions, [task.reference(r) for r in records])
     return scores["micro"]["f1"], unseen_recall(scores)
 
 
@@ -150,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "medical_ner_tiny.toml")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--seeds", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                        help="comma-separated training seeds, one run of each side per seed (instead of --repeat)")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench")
     args = parser.parse_args(argv)
@@ -157,10 +160,13 @@ def main(argv: list[str] | None = None) -> int:
 
     peak = matmul_peaks()
     print(peak_line(peak))
-    runs = [once(args.recipe, args.overrides, args.out, i) for i in range(args.repeat)]
+    per_run = ([[*args.overrides, f"training.seed={seed}"] for seed in args.seeds] if args.seeds
+               else [args.overrides] * args.repeat)
+    runs = [once(args.recipe, overrides, args.out, i) for i, overrides in enumerate(per_run)]
     rows = ["tokens_per_s", "padding_fraction", "shared_prefix_fraction", "train_s", "eval_s", "wall_s", "peak_rss_mib",
             "micro_f1", "unseen_recall", "gflops"]
-    print(f"\nmedian of {args.repeat} run(s)      loraforge        plain    loraforge/plain")
+    what = f"seeds {','.join(map(str, args.seeds))}" if args.seeds else f"{len(runs)} run(s)"
+    print(f"\nmedian of {what:17} loraforge        plain    loraforge/plain")
     summary = {}
     for row in rows:
         if any(r[side][row] is None for r in runs for side in ("loraforge", "plain")):
@@ -170,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         summary[row] = {"loraforge": lf, "plain": pl}
         ratio = f"{lf / pl:10.2f}x" if pl else "-"
         print(f"{row:24} {lf:12.3f} {pl:12.3f} {ratio}")
+    for side in ("loraforge", "plain"):
+        scores = " ".join(f"{r[side]['micro_f1']:.3f}" for r in runs)
+        print(f"micro-F1 per run, {side}: {scores}")
     lf_dtype = runs[0]["loraforge"]["dtype"]  # the plain script trains in fp32
     lf_peak = peak[lf_dtype] or peak["float32"]
     print(f"training model FLOP/s against the matmul peak of the dtype trained in: loraforge "

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                     profiler.start()
 
         trainer = train.build_trainer(run, targs, datasets["train"], callbacks=[Profiled()])
-        with frozen_weights_in(run.model, autocast_dtype(run.summary["precision"])):
+        with frozen_weights_in(run.model, autocast_dtype(run.precision)):
             trainer.train()
         profiler.stop()
     steps = len(marks) - 1
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         per_group[group_of(name)] += ms
     wall = (marks[-1] - marks[0]) / steps * 1e3
     print(f"{recipe.name}: {steps} profiled steps, {wall:.0f} ms a step under the profiler "
-          f"({run.summary['precision']}, batch {recipe.training.batch_size})")
+          f"({run.precision}, batch {recipe.training.batch_size})")
     for group, ms in sorted(per_group.items(), key=lambda kv: -kv[1]):
         print(f"  {group:<52} {ms:8.0f} ms  {ms / wall:6.1%}")
     print("top operations (self time per step):")

@@ -128,7 +128,7 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         table.add_row(spec.key, spec.name)
     for split, records in run.records.items():
         table.add_row(f"data.{split}", f"{len(records)} records")
-    table.add_row("metrics", ", ".join(k.split(":", 1)[1] for k in run.components if k.startswith("metric:")))
+    table.add_row("metrics", ", ".join(run.components.metrics))
     console.print(table)
     return 0
 

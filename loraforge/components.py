@@ -4,6 +4,11 @@ A plugin registers *factories* (usually the class itself) under a name; the engi
 calling `factory(options)` where `options` is an instance of the factory's `Options` dataclass, parsed from the
 recipe section that named it. Heavy libraries (torch, transformers, peft) are imported inside methods so that
 `--help`, `validate`, `plugins` and `plan` start fast.
+
+One context for every kind: a method that needs more than its own options receives the run (`loraforge.run.Run`)
+as its first argument: the recipe (`run.recipe`), the resolved precision, the tokenizer, the other components, the
+split being scored. A task's record methods (`format`, `parse`, ...) are pure functions of their options and the
+record, and receive no run.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from .schema import NoOptions
 
 if TYPE_CHECKING:
     from .constraints import Constraint
-    from .recipe import Recipe
+    from .run import Run
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,16 @@ class Component:
     def __init__(self, options: Any = None) -> None:
         self.options = options if options is not None else self.Options()
 
-    def configure(self, recipe: Recipe) -> None:
-        """Called once the recipe is resolved, before any data is read (by `run` and `validate` alike).
+    def configure(self, run: Run) -> None:
+        """Called once every component is built, before any data is read (by `run`, `validate` and `plan` alike).
 
         Options come from the component's own table; override this to read what lies elsewhere, such as a plugin's
-        own recipe section (`recipe.sections["name"]`). Raise RecipeError for a problem, naming the key.
+        own recipe section (`run.recipe.sections["name"]`). Raise RecipeError for a problem, naming the key.
         """
+
+    def describe(self) -> str:
+        """A few words for tables and messages (the model's name, "lora r=16", "qlora 4-bit")."""
+        return type(self).__name__
 
 
 class Task(Component, ABC):
@@ -108,22 +117,21 @@ class Task(Component, ABC):
 
 
 class Metric(Component, ABC):
-    #: set True to receive `context=`, a `loraforge.evaluate.EvalContext`: the run, the split's records, and
-    #: `train_references()` (the training split's references, e.g. for seen-vs-unseen breakdowns)
-    uses_context: ClassVar[bool] = False
-    #: set True for metrics that run the model themselves through `context` (`target_nll(...)` for adapted-vs-base
-    #: likelihoods); they also receive `context=` and are left out of the base-model baseline
+    #: set True for metrics that run the model themselves (`run.evaluation.target_nll(...)` for adapted-vs-base
+    #: likelihoods); they are left out of the base-model baseline
     needs_model: ClassVar[bool] = False
 
     @abstractmethod
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
-                **context: Any) -> dict[str, Any]:
-        """A JSON-serialisable dict. Per-class scores go under "per_class": {label: {name: value}}."""
+    def compute(self, run: Run, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
+        """A JSON-serialisable dict. Per-class scores go under "per_class": {label: {name: value}}.
+
+        `run.task` parsed the predictions; `run.evaluation` is the split being scored (`split`, `records`,
+        `train_references()` for seen-vs-unseen breakdowns)."""
 
 
 class Adapter(Component, ABC):
     @abstractmethod
-    def attach(self, model: Any, recipe: Recipe) -> Any:
+    def attach(self, run: Run, model: Any) -> Any:
         """Wrap `model` (a transformers model) and return the trainable PEFT model."""
 
 
@@ -133,35 +141,40 @@ CHECKPOINTING = {"use_reentrant": False}
 
 
 class Quantizer(Component, ABC):
-    def check_supported(self) -> None:
+    """How the base weights are held: `[quantization] type = "none"` is a quantizer too, the one that keeps them."""
+
+    @property
+    def bits(self) -> int | None:
+        """Bits per quantized base weight (for `plan`'s memory and the merged export's check); None: the weights
+        stay in the loader's dtype."""
+        return None
+
+    def check_supported(self, run: Run) -> None:
         """Raise RunError with the fix when this machine or library cannot quantize this way."""
 
     @abstractmethod
-    def load_kwargs(self, recipe: Recipe) -> dict[str, Any]:
+    def load_kwargs(self, run: Run) -> dict[str, Any]:
         """Extra `from_pretrained` keyword arguments (e.g. quantization_config)."""
 
-    def prepare(self, model: Any, recipe: Recipe) -> Any:
-        """Make a quantized model trainable (e.g. prepare_model_for_kbit_training), switching on activation
-        checkpointing as CHECKPOINTING says when `recipe.training.gradient_checkpointing` asks for it."""
-        return model
+    @abstractmethod
+    def prepare(self, run: Run, model: Any) -> Any:
+        """Make the loaded model trainable (e.g. prepare_model_for_kbit_training), switching on activation
+        checkpointing as CHECKPOINTING says when `run.recipe.training.gradient_checkpointing` asks for it."""
 
 
 class ModelLoader(Component, ABC):
     @abstractmethod
-    def load_tokenizer(self, recipe: Recipe) -> Any: ...
+    def load_tokenizer(self, run: Run) -> Any: ...
 
     @abstractmethod
-    def load_model(self, recipe: Recipe, **load_kwargs: Any) -> Any: ...
+    def load_model(self, run: Run, **load_kwargs: Any) -> Any:
+        """The base model; `load_kwargs` are the quantizer's extra `from_pretrained` arguments."""
 
-    def describe(self) -> str:
-        """A short name of the model for tables and messages."""
-        return type(self).__name__
-
-    def config(self, recipe: Recipe) -> Any:
+    def config(self, run: Run) -> Any:
         """The model's transformers config, without weights (for `plan`)."""
         raise NotImplementedError
 
-    def offline_tokenizer(self, recipe: Recipe) -> Any | None:
+    def offline_tokenizer(self, run: Run) -> Any | None:
         """The tokenizer when it loads without network or weights (for `plan`'s token counts); None otherwise."""
         return None
 
@@ -171,5 +184,5 @@ class Exporter(Component, ABC):
     default_dir: ClassVar[str] = "export"
 
     @abstractmethod
-    def export(self, ctx: Any, target: Path) -> dict[str, Any]:
+    def export(self, run: Run, target: Path) -> dict[str, Any]:
         """Write into `target` (a fresh temporary folder, renamed when this returns) and return a summary."""

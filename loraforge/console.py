@@ -135,11 +135,10 @@ class ConsoleReporter:
         if not run.is_main_process:  # one line per extra process, so a launch shows every rank took part
             self.console.print(f"rank {run.rank} of {run.world_size}: training with rank 0")
             return
-        r = run.recipe
-        adapter = r.adapter.options
-        quant = f", {r.quantization.name} {getattr(r.quantization.options, 'bits', '')}-bit" if r.quantized else ""
-        self.console.print(f"[bold]loraforge[/] {r.name}: {run.components['model'].describe()} · {r.adapter.name} "
-                           f"r={getattr(adapter, 'r', '?')}{quant} · task {r.task.name} → {run.out_dir}")
+        c = run.components
+        quant = f", {c.quantization.describe()}" if c.quantization.bits else ""
+        self.console.print(f"[bold]loraforge[/] {run.recipe.name}: {c.model.describe()} · {c.adapter.describe()}"
+                           f"{quant} · task {run.recipe.task.name} → {run.out_dir}")
 
     @hookimpl
     def on_phase(self, run: Any) -> None:
@@ -153,9 +152,6 @@ class ConsoleReporter:
         if not run.is_main_process or run.progress is None:
             return
         p = run.progress
-        if p.unit == "warning":
-            self.console.print(f"[yellow]warning:[/] {p.info['message']}")
-            return
         if self.bar is None:
             self._start(run, p.total)
         info = ""
@@ -164,6 +160,11 @@ class ConsoleReporter:
             info = f"epoch {p.info.get('epoch', 0):.2f}" + (f" loss {loss:.4f}" if loss is not None else "")
         self.progress.update(self.bar, completed=p.done, total=p.total, info=info,
                              eta=_duration(p.info.get("eta_s")) if "eta_s" in p.info else "")
+
+    @hookimpl
+    def on_warning(self, run: Any) -> None:
+        if run.is_main_process:
+            self.console.print(f"[yellow]warning:[/] {run.warnings[-1]}")
 
     @hookimpl
     def on_step(self, run: Any) -> None:

@@ -6,124 +6,41 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import data as data_mod
 from . import runstate
-from .components import CHECKPOINTING, Example, Record
 from .errors import LoraforgeError, RecipeError, RunError
 from .files import atomic_dir, write_json_atomic, write_text_atomic
 from .plugins import Registry, get_plugin_manager
 from .recipe import Recipe, dump
+from .run import Components, Run
 
 
-@dataclass
-class Progress:
-    done: int
-    total: int
-    unit: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class StepInfo:
-    step: int
-    max_steps: int
-    epoch: float
-    loss: float | None = None
-    learning_rate: float | None = None
-    eta_s: float | None = None
-    tokens_per_s: float | None = None
-
-
-@dataclass
-class Run:
-    """Everything a stage or an observer may look at. Plugins read it; only the engine and stages write it."""
-
-    recipe: Recipe
-    registry: Registry
-    out_dir: Path
-    phase: str = "start"
-    progress: Progress | None = None
-    step: StepInfo | None = None
-    metrics: dict[str, Any] = field(default_factory=dict)
-    exports: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-    error: BaseException | None = None
-    started: float = field(default_factory=time.time)
-    components: dict[str, Any] = field(default_factory=dict)
-    records: dict[str, list[Record]] = field(default_factory=dict)
-    train_examples: list[Example] = field(default_factory=list)
-    tokenizer: Any = None
-    encoder: Any = None
-    model: Any = None
-    summary: dict[str, Any] = field(default_factory=dict)
-    #: "auto" resumes from the latest checkpoint, "restart" starts over, anything else is a checkpoint path
-    resume: str = "auto"
-    resume_from: Path | None = None
-    #: the run folder was given on the command line (so it may lie outside the working directory)
-    out_dir_explicit: bool = False
-
-    @property
-    def hook(self) -> Any:
-        return self.registry.pm.hook
-
-    @property
-    def rank(self) -> int:
-        return int(os.environ.get("RANK", "0"))
-
-    @property
-    def world_size(self) -> int:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-
-    @property
-    def is_main_process(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def task(self) -> Any:
-        return self.components["task"]
-
-    def enter(self, phase: str) -> None:
-        self.phase, self.progress = phase, None
-        self.hook.on_phase(run=self)
-
-    def report(self, done: int, total: int, unit: str, **info: Any) -> None:
-        self.progress = Progress(done, total, unit, info)
-        self.hook.on_progress(run=self)
-
-    def warn(self, message: str) -> None:
-        self.warnings.append(message)
-        self.report(0, 0, "warning", message=message)
-
-
-def build(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None,
-          resume: str = "auto") -> Run:
-    """Stages 2-3: plugins, typed components, requirements and records. No weights are touched."""
+def assemble(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None,
+             resume: str = "auto") -> Run:
+    """Stages 2-3a: plugins, the recipe's names and options, its components built and configured. Nothing is
+    read or loaded."""
     pm = get_plugin_manager(extra=observers)
     registry = Registry(pm)
     check_requires(recipe)
     recipe.bind(registry)
-    run = Run(recipe=recipe, registry=registry, out_dir=out_dir or default_out_dir(recipe), resume=resume,
-              out_dir_explicit=out_dir is not None)
-    for spec in recipe.components():
-        if spec.options is None:  # quantization "none"
-            continue
-        factory = registry.get(registry_kind(spec.section), spec.name).factory
-        run.components[spec.key] = factory(spec.options)
-    metric_names = recipe.evaluation.metrics or list(run.task.default_metrics)
-    for i, name in enumerate(metric_names):
-        run.components[f"metric:{name}"] = registry.get("metric", name, key=f"evaluation.metrics[{i}]",
-                                                        file=recipe.path).factory()
-    for component in run.components.values():
-        component.configure(recipe)
+    run = Run(recipe=recipe, registry=registry, out_dir=out_dir or default_out_dir(recipe),
+              components=build_components(recipe, registry), resume=resume, out_dir_explicit=out_dir is not None)
+    for component in run.components:
+        component.configure(run)
+    return run
+
+
+def build(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | None = None,
+          resume: str = "auto") -> Run:
+    """Stages 2-3: `assemble`, then the records, read and checked by the task. No weights are touched."""
+    run = assemble(recipe, observers, out_dir, resume)
     notes: dict[str, str] = {}
     run.records = data_mod.load_splits(recipe, run.task, notes)
     if notes:
@@ -137,10 +54,19 @@ def build(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path | No
     return run
 
 
-def registry_kind(section: str) -> str:
+def build_components(recipe: Recipe, registry: Registry) -> Components:
+    """Each component from its registered factory and the options parsed from the table that names it."""
     from .recipe import COMPONENTS
 
-    return COMPONENTS[section][1]
+    def built(spec: Any) -> Any:
+        return registry.get(COMPONENTS[spec.section][1], spec.name).factory(spec.options)
+
+    task = built(recipe.task)
+    metrics = {name: registry.get("metric", name, key=f"evaluation.metrics[{i}]", file=recipe.path).factory()
+               for i, name in enumerate(recipe.evaluation.metrics or task.default_metrics)}
+    return Components(model=built(recipe.model), task=task, adapter=built(recipe.adapter),
+                      quantization=built(recipe.quantization), metrics=metrics,
+                      exporters=[built(spec) for spec in recipe.exports])
 
 
 def default_out_dir(recipe: Recipe) -> Path:
@@ -235,15 +161,17 @@ def clear_run(run: Run) -> None:
     if not run.is_main_process or not run.out_dir.exists():
         return
     for path in run.out_dir.iterdir():
-        if path.name in (runstate.CHECKPOINTS, *(spec_dir(run, spec) for spec in run.recipe.exports)):
+        if path.name in (runstate.CHECKPOINTS, *export_dirs(run)):
             shutil.rmtree(path, ignore_errors=True)
         elif path.is_file() and (path.name in ("metrics.json", "log.jsonl", runstate.LOCK_FILE)
                                  or path.name.startswith("predictions-")):
             path.unlink()
 
 
-def spec_dir(run: Run, spec: Any) -> str:
-    return getattr(spec.options, "dir", None) or run.components[spec.key].default_dir
+def export_dirs(run: Run) -> list[str]:
+    """The folder name of each [[export]], in order: its `dir` option, or the exporter's default."""
+    return [getattr(spec.options, "dir", None) or exporter.default_dir
+            for spec, exporter in zip(run.recipe.exports, run.components.exporters)]
 
 
 def execute(run: Run) -> Run:
@@ -293,26 +221,21 @@ def load_model(run: Run, adapter_dir: Path | None = None) -> None:
 
     run.enter("load")
     recipe = run.recipe
-    run.summary["precision"] = resolve_precision(recipe.training.precision)
-    loader, quantizer = run.components["model"], run.components.get("quantization")
+    run.precision = run.summary["precision"] = resolve_precision(recipe.training.precision)
+    loader, quantizer = run.components.model, run.components.quantization
     if getattr(loader.options, "trust_remote_code", False):
         run.warn(f"trust_remote_code is on: modelling code shipped with '{loader.describe()}' will run")
-    if quantizer is not None:
-        quantizer.check_supported()
+    quantizer.check_supported(run)
     run.tokenizer = loader.load_tokenizer(run)
     run.encoder = data_mod.make_encoder(run.tokenizer, getattr(loader.options, "chat_template", "auto"))
-    model = loader.load_model(run, **(quantizer.load_kwargs(recipe) if quantizer else {}))
-    if quantizer is not None:
-        model = quantizer.prepare(model, recipe)
-    elif recipe.training.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING)
+    model = quantizer.prepare(run, loader.load_model(run, **quantizer.load_kwargs(run)))
     if adapter_dir is not None:
         run.model = load_adapter(model, adapter_dir, loader.describe())
     else:
         from transformers import set_seed
 
         set_seed(recipe.training.seed)  # the adapter's initial weights depend on the seed alone
-        run.model = run.components["adapter"].attach(model, recipe)
+        run.model = run.components.adapter.attach(run, model)
     trainable, total = run.model.get_nb_trainable_parameters()
     run.summary["params"] = {"trainable": int(trainable), "total": int(total)}
 
@@ -354,10 +277,10 @@ def export(run: Run) -> None:
     if not run.recipe.exports:
         return
     run.enter("export")
-    for spec in run.recipe.exports:
-        target = run.out_dir / spec_dir(run, spec)
+    for spec, exporter, folder in zip(run.recipe.exports, run.components.exporters, export_dirs(run)):
+        target = run.out_dir / folder
         with atomic_dir(target) as tmp:
-            result = run.components[spec.key].export(run, tmp)
+            result = exporter.export(run, tmp)
         run.exports.append({"type": spec.name, "path": str(target), **result})
         run.hook.on_export(run=run)
 
@@ -376,7 +299,7 @@ def write_report(run: Run, **extra: Any) -> None:
     """metrics.json: the recipe, the model, `extra`, the run's summary (wall time included), metrics, warnings."""
     run.summary["wall_time_s"] = round(time.time() - run.started, 1)
     write_json_atomic(run.out_dir / "metrics.json", {
-        "recipe": run.recipe.name, "model": run.components["model"].describe(), **extra, **run.summary,
+        "recipe": run.recipe.name, "model": run.components.model.describe(), **extra, **run.summary,
         "metrics": run.metrics, "warnings": run.warnings})
 
 

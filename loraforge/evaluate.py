@@ -36,7 +36,7 @@ def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int | Seque
     outputs: list[str] = [""] * len(prompts)
     was_training = model.training
     model.eval()
-    dtype = autocast_dtype(run.summary.get("precision", "fp32"))
+    dtype = autocast_dtype(run.precision)
     began = time.perf_counter()
     try:
         with merged_for_inference(model, dtype), frozen_weights_in(model, dtype):
@@ -132,7 +132,8 @@ class RowStop:
 
 @dataclass
 class EvalContext:
-    """What a metric with `uses_context` or `needs_model` receives as `context`."""
+    """The split being scored, `run.evaluation` while evaluation runs: what a metric may need beyond predictions
+    and references."""
 
     run: Any
     split: str
@@ -255,11 +256,13 @@ def score(context: EvalContext, prompts: list[list[int]], max_new: int,
     predictions = [task.parse(t, r) for t, r in zip(texts, records)]
     references = [task.reference(r) for r in records]
     scores = {}
-    for key, metric in run.components.items():
-        if not key.startswith("metric:") or (metric.needs_model and not adapted):
-            continue
-        extra = {"context": context} if metric.uses_context or metric.needs_model else {}
-        scores[key.split(":", 1)[1]] = metric.compute(predictions, references, task, **extra)
+    run.evaluation = context
+    try:
+        for name, metric in run.components.metrics.items():
+            if adapted or not metric.needs_model:
+                scores[name] = metric.compute(run, predictions, references)
+    finally:
+        run.evaluation = None
     return scores, texts
 
 

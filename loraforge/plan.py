@@ -46,7 +46,7 @@ def model_config(run: Any) -> tuple[Any, str]:
 
     from .builtin.models import HfLoader
 
-    loader = run.components["model"]
+    loader = run.components.model
     name = getattr(loader.options, "name", "")
     if isinstance(loader, HfLoader) and name in KNOWN_CONFIGS and \
             not run.recipe.resolve_path("model.name", name).is_dir():
@@ -67,7 +67,7 @@ def model_config(run: Any) -> tuple[Any, str]:
 
 def offline_tokenizer(run: Any) -> Any | None:
     """The recipe's tokenizer when it loads without network (the tiny loader builds its own), else None."""
-    return run.components["model"].offline_tokenizer(run)
+    return run.components.model.offline_tokenizer(run)
 
 
 def token_lengths(run: Any, tokenizer: Any | None) -> tuple[list[int], list[int], str, Any, int]:
@@ -79,14 +79,14 @@ def token_lengths(run: Any, tokenizer: Any | None) -> tuple[list[int], list[int]
     from .data import make_encoder
 
     examples = run.train_examples
-    template_option = getattr(run.components["model"].options, "chat_template", "auto")
+    template_option = getattr(run.components.model.options, "chat_template", "auto")
     if tokenizer is not None:
         enc = make_encoder(tokenizer, template_option)
         prompts = [enc.prompt_ids(e.prompt) for e in examples]
         return ([len(p) for p in prompts], [len(enc.target_ids(e.target)) for e in examples],
                 f"tokenized with the recipe's tokenizer ({len(tokenizer)} tokens)", enc.count,
                 len(os.path.commonprefix(prompts)) if prompts else 0)
-    name = str(getattr(run.components["model"].options, "name", ""))
+    name = str(getattr(run.components.model.options, "name", ""))
     extra = CHAT_TEMPLATE_TOKENS if "instruct" in name.lower() and template_option != "none" else 1
     count = lambda text: math.ceil(len(text) / 4)  # noqa: E731
     return ([count(e.prompt) + extra for e in examples], [count(e.target) + 1 for e in examples],
@@ -100,15 +100,14 @@ def parameters(run: Any, config: Any) -> tuple[Shapes, dict[str, Any]]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    remote = bool(getattr(run.components["model"].options, "trust_remote_code", False))
+    remote = bool(getattr(run.components.model.options, "trust_remote_code", False))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
         shapes = meta_shapes(model)
         try:
-            peft_trainable, peft_total = run.components["adapter"].attach(model, run.recipe) \
-                .get_nb_trainable_parameters()
+            peft_trainable, peft_total = run.components.adapter.attach(run, model).get_nb_trainable_parameters()
         except (ValueError, TypeError, KeyError) as exc:
             raise RecipeError(f"PEFT cannot attach this adapter: {exc}", key="adapter",
                               file=run.recipe.path) from None
@@ -156,13 +155,13 @@ def data_stats(run: Any, tokenizer: Any | None) -> tuple[dict[str, Any], Any]:
                 head_window=min(t.max_length, max(lengths) - min(prompts) + 1) if tail else t.max_length), count
 
 
-def memory_inputs(recipe: Any, loader: Any, dev: Device, config: Any, shapes: Shapes, trainable: int,
-                  head_window: int) -> MemoryInputs:
+def memory_inputs(recipe: Any, loader: Any, quantizer: Any, dev: Device, config: Any, shapes: Shapes,
+                  trainable: int, head_window: int) -> MemoryInputs:
     """The recipe's numbers for the memory formulas. A QLoRA base keeps its non-quantized weights in fp32:
     prepare_model_for_kbit_training casts them up. Activations are 16-bit under bf16/fp16 autocast or a
     16-bit model, else fp32; `auto` precision is bf16 where the device has it."""
     t, q = recipe.training, recipe.quantization.options
-    bits = getattr(q, "bits", None) if recipe.quantized else None
+    bits = quantizer.bits
     precision = t.precision if t.precision != "auto" else "bf16" if dev.bf16 else "fp16" if dev.gpu else "fp32"
     name = str(getattr(loader.options, "dtype", "auto")).replace("torch.", "")
     if name == "auto":  # the checkpoint's dtype, as from_pretrained(dtype="auto") keeps it
@@ -193,7 +192,7 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
     # on this CPU, the matmul peak of the precision the recipe trains in (`auto`: bf16 where the CPU has it)
     dev = resolve_device(device, bf16={"bf16": True, "fp32": False}.get(recipe.training.precision))
     run = engine.build(recipe)
-    t, e, loader = recipe.training, recipe.evaluation, run.components["model"]
+    t, e, loader = recipe.training, recipe.evaluation, run.components.model
     tokenizer = offline_tokenizer(run)
     config, config_source = model_config(run)
     if tokenizer is not None and isinstance(loader, TinyLoader):
@@ -201,7 +200,8 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
     shapes, params = parameters(run, config)
     data, count = data_stats(run, tokenizer)
 
-    m = memory_inputs(recipe, loader, dev, config, shapes, params["peft_trainable"], data["head_window"])
+    m = memory_inputs(recipe, loader, run.components.quantization, dev, config, shapes, params["peft_trainable"],
+                      data["head_window"])
     components = memory_breakdown(m)
     total = sum(components.values())
     verdict = fit_verdict(total, dev.memory_gib)

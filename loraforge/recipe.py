@@ -30,7 +30,6 @@ COMPONENTS: dict[str, tuple[str, str, str | None]] = {
     "quantization": ("type", "quantizer", "none"),
     "export": ("type", "exporter", None),
 }
-NO_QUANTIZATION = "none"
 
 
 @dataclass
@@ -156,10 +155,6 @@ class Recipe:
     raw_sections: dict[str, dict[str, Any]] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
 
-    @property
-    def quantized(self) -> bool:
-        return self.quantization.name != NO_QUANTIZATION
-
     def components(self) -> list[ComponentSpec]:
         return [self.model, self.task, self.adapter, self.quantization, *self.exports]
 
@@ -183,11 +178,6 @@ class Recipe:
         problems: list[Problem] = []
         for spec in self.components():
             selector, kind, _ = COMPONENTS[spec.section]
-            if spec.section == "quantization" and spec.name == NO_QUANTIZATION:
-                if spec.raw:
-                    problems += [Problem("unused: quantization type is \"none\"", key=f"{spec.key}.{k}")
-                                 for k in spec.raw]
-                continue
             try:
                 reg = registry.get(kind, spec.name, key=f"{spec.key}.{selector}")
             except LoraforgeError as exc:
@@ -388,6 +378,13 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
             nested = {p: nested}
         _merge(merged, nested, origins, f"--set {text}")
     return _build(path.resolve(), merged, origins)
+
+
+def recipe_from_table(table: dict[str, Any], path: Path) -> Recipe:
+    """A recipe from a table already in memory, as if read from `path` (which need not exist); no `extends`."""
+    import copy
+
+    return _build(path, copy.deepcopy(table), {})
 
 
 def _unset(merged: dict[str, Any], origins: dict[str, str], parts: list[str]) -> None:

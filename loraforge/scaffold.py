@@ -213,6 +213,7 @@ from typing import Any, ClassVar
 from loraforge.components import Example, Metric, Record, Task
 from loraforge.errors import DataError
 from loraforge.hookspecs import hookimpl
+from loraforge.run import Run
 from loraforge.schema import option
 
 #: what `parse` returns when a generation holds no answer
@@ -267,8 +268,7 @@ class AnswerTask(Task):
 class ExactMatch(Metric):
     """Share of answers equal to the gold answer, ignoring case and surrounding spaces."""
 
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
-                **context: Any) -> dict[str, Any]:
+    def compute(self, run: Run, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
         if len(predictions) != len(references):
             raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
         n = len(references)
@@ -368,7 +368,7 @@ import pytest
 
 from loraforge.components import Record
 from loraforge.errors import DataError
-from loraforge.testing import QUICK_TRAINING, TINY_MODEL
+from loraforge.testing import QUICK_TRAINING, TINY_MODEL, scoring_run
 from __MODULE__.plugin import INVALID, AnswerTask, ExactMatch, recipe_path
 
 SHIPPED = "__MODULE__:recipes/__RECIPE__.toml"
@@ -402,7 +402,7 @@ def test_check_names_the_problem() -> None:
 
 
 def test_metric_by_hand() -> None:
-    result = ExactMatch().compute(["Cold", "up", INVALID], ["cold", "down", "small"], AnswerTask())
+    result = ExactMatch().compute(scoring_run(AnswerTask()), ["Cold", "up", INVALID], ["cold", "down", "small"])
     assert result == {"accuracy": 1 / 3, "invalid_rate": 1 / 3, "records": 3}
 
 

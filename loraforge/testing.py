@@ -4,6 +4,8 @@
 - `tiny_model_dir`: a real tiny Llama + BPE tokenizer saved as a Hugging Face folder, built once per session.
 - `make_recipe`: writes a recipe TOML (and JSONL data files) into tmp_path and returns its path.
 - `quick_recipe(task, **sections)`: the table of a few-second run on the tiny model, for `make_recipe`.
+- `scoring_run(task, references, ...)`: the run a metric's `compute(run, predictions, references)` receives, for
+  unit tests of metrics; nothing is loaded or written.
 
 Plugins under test are passed to a run as objects (`engine.build(recipe, observers=(plugin,))`) or installed as
 packages; every run builds a fresh plugin manager, so nothing registered in one test leaks into another.
@@ -13,11 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    from .components import Record, Task
+    from .run import Run
 
 #: a small model that trains in seconds on a CPU
 TINY_MODEL: dict[str, Any] = {"loader": "tiny", "hidden_size": 64, "num_layers": 1, "num_heads": 4,
@@ -97,3 +103,34 @@ def make_recipe(tmp_path: Path, loraforge_cache: Path) -> Callable[..., Path]:
         return path
 
     return make
+
+
+def scoring_run(task: Task, records: Sequence[Record] = (), train: Sequence[Record] = (),
+                split: str = "test") -> Run:
+    """A real run around `task` (a registered task's instance, configured as the test needs) that is scoring
+    `records` as `split`, with `train` as its training records: what a metric's `compute(run, predictions,
+    references)` receives during a run. The recipe is the quick one on the tiny model; no model is loaded, nothing
+    is read or written."""
+    from dataclasses import asdict, replace
+
+    from .engine import build_components
+    from .evaluate import EvalContext
+    from .plugins import Registry, get_plugin_manager
+    from .recipe import recipe_from_table
+    from .run import Run
+
+    registry = Registry(get_plugin_manager())
+    names = [n for n in registry.names("task") if registry.find("task", n).factory is type(task)]
+    if not names:
+        raise ValueError(f"{type(task).__name__} is not a registered task: register it with a plugin first")
+    options = {k: v for k, v in asdict(task.options).items() if v is not None}
+    table = quick_recipe({"type": names[0], **options}, name="scoring")
+    table["data"] = {"train": "train.jsonl"}  # never read: the records are given
+    recipe = recipe_from_table(table, Path.cwd() / "scoring.toml")
+    recipe.bind(registry)
+    # the given task as it is (configured by the test, or not); no other component is configured or loaded
+    components = replace(build_components(recipe, registry), task=task)
+    run = Run(recipe=recipe, registry=registry, out_dir=Path.cwd() / "runs" / "scoring", components=components)
+    run.records = {"train": list(train), split: list(records)}
+    run.evaluation = EvalContext(run, split, list(records))
+    return run

@@ -17,10 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .data import PadCollator, target_loss
+from .data import PadCollator, length_grouped_order, target_loss
 from .errors import Interrupted, RunError
 from .precision import autocast_dtype, frozen_weights_in
 from .prefix import accepts_logits_to_keep, attends_through_interface, shared_prefix_attention, shared_prefix_inputs
+from .run import Run, StepInfo
 
 
 def cpu_has_bf16() -> bool:
@@ -64,12 +65,12 @@ def resolve_precision(requested: str) -> str:
     return requested
 
 
-def training_arguments(run: Any, has_eval: bool) -> Any:
+def training_arguments(run: Run, has_eval: bool) -> Any:
     import torch
     from transformers import TrainingArguments
 
     t = run.recipe.training
-    precision = run.summary["precision"]
+    precision = run.precision
     per_steps = t.save_steps > 0
     eval_on = has_eval and t.eval_loss
     return TrainingArguments(
@@ -131,10 +132,8 @@ class InterruptFlag:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _callback(run: Any, interrupt: InterruptFlag) -> Any:
+def _callback(run: Run, interrupt: InterruptFlag) -> Any:
     from transformers import TrainerCallback
-
-    from .engine import StepInfo
 
     class LifecycleCallback(TrainerCallback):
         """Trainer events → loraforge hooks; ETA from the measured time per step, after the first step."""
@@ -143,6 +142,7 @@ def _callback(run: Any, interrupt: InterruptFlag) -> Any:
             self.first_step_at: float | None = None
             self.first_step = 0
             self.validation_s = 0.0  # spent computing the validation loss in this call, not training
+            self.non_finite_step: int | None = None  # the step whose logged loss was not finite
             self.log = open(run.out_dir / "log.jsonl", "a", encoding="utf-8") if run.is_main_process else None
 
         def _eta(self, state: Any) -> float | None:
@@ -172,7 +172,7 @@ def _callback(run: Any, interrupt: InterruptFlag) -> Any:
                 if not math.isfinite(loss):  # stop, and keep the last good checkpoint rather than this state
                     control.should_training_stop = True
                     control.should_save = False
-                    run.summary["non_finite_loss_step"] = state.global_step
+                    self.non_finite_step = state.global_step
                 run.step = StepInfo(state.global_step, state.max_steps, state.epoch or 0.0, loss,
                                     logs.get("learning_rate"), self._eta(state))
                 run.hook.on_step(run=run)
@@ -184,7 +184,7 @@ def _callback(run: Any, interrupt: InterruptFlag) -> Any:
     return LifecycleCallback()
 
 
-def non_finite(run: Any, step: int) -> RunError:
+def non_finite(run: Run, step: int) -> RunError:
     """Drop checkpoints whose weights produced the non-finite loss; name the last good one."""
     import shutil
 
@@ -200,13 +200,29 @@ def non_finite(run: Any, step: int) -> RunError:
                     hint="Lower training.learning_rate (or use precision \"fp32\") and start over with --restart.")
 
 
-def can_share_prefix(run: Any, trainer: Any) -> bool:
+def can_share_prefix(run: Run, trainer: Any) -> bool:
     """Shared prefixes need logits on targets and a model `shared_prefix_attention` can run. Not tried under FSDP
     or DeepSpeed: off there."""
     t, model = run.recipe.training, run.model
     return (t.share_prefix and t.logits_on_targets and accepts_logits_to_keep(model)
             and attends_through_interface(model)
             and not getattr(trainer, "is_fsdp_enabled", False) and not getattr(trainer, "is_deepspeed_enabled", False))
+
+
+class LengthGroupedSampler:
+    """Batches of similar length in random order (`data.length_grouped_order`); shuffled with torch's global
+    generator, as the Trainer's own grouped sampler is, so seeding, distributed runs and resuming treat it alike."""
+
+    def __init__(self, lengths: list[int], unit: int) -> None:
+        self.lengths, self.unit = lengths, unit
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Any:
+        import torch
+
+        return iter(length_grouped_order(self.lengths, self.unit, lambda n: torch.randperm(n).tolist()))
 
 
 @functools.cache
@@ -233,11 +249,11 @@ def _trainer_class() -> type:
                                             num_items_in_batch=num_items_in_batch)
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            sampler = super()._get_train_sampler(train_dataset)
-            if isinstance(getattr(sampler, "lengths", None), Sequence) and not isinstance(sampler.lengths, list):
-                # a `datasets` column reads one row per index: 0.27 s each epoch for the demo's 2,200 records
-                sampler.lengths = list(sampler.lengths)
-            return sampler
+            if self.args.train_sampling_strategy != "group_by_length":
+                return super()._get_train_sampler(train_dataset)
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            return LengthGroupedSampler(list(dataset["length"]),
+                                        self.args.train_batch_size * self.args.gradient_accumulation_steps)
 
         def floating_point_ops(self, inputs: dict[str, Any]) -> int:
             if "input_ids" not in inputs:
@@ -251,7 +267,7 @@ def _trainer_class() -> type:
     return LoraforgeTrainer
 
 
-def build_trainer(run: Any, args: Any, train_set: Any, eval_set: Any = None, callbacks: Sequence[Any] = ()) -> Any:
+def build_trainer(run: Run, args: Any, train_set: Any, eval_set: Any = None, callbacks: Sequence[Any] = ()) -> Any:
     """The Trainer for `run`: our collator and loss (logits on targets, shared prefixes where they apply)."""
     from transformers import PrinterCallback
 
@@ -270,7 +286,7 @@ def build_trainer(run: Any, args: Any, train_set: Any, eval_set: Any = None, cal
     return trainer
 
 
-def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
+def train(run: Run, datasets: dict[str, Any]) -> dict[str, Any]:
     run.enter("train")
     train_set, eval_set = datasets["train"], datasets.get("validation")
     args = training_arguments(run, eval_set is not None)
@@ -278,7 +294,7 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
     callback = _callback(run, interrupt := InterruptFlag())
     trainer = build_trainer(run, args, train_set, eval_set, [callback])
     start = time.perf_counter()
-    with interrupt, frozen_weights_in(run.model, autocast_dtype(run.summary["precision"])):
+    with interrupt, frozen_weights_in(run.model, autocast_dtype(run.precision)):
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
     seconds = time.perf_counter() - start
     training = seconds - callback.validation_s  # the validation-loss passes between epochs are not training
@@ -288,8 +304,8 @@ def train(run: Any, datasets: dict[str, Any]) -> dict[str, Any]:
         raise Interrupted(f"stopped at step {trainer.state.global_step} of {trainer.state.max_steps}; a checkpoint "
                           "was saved", file=Path(args.output_dir),
                           hint="Run the same command again to resume from it.")
-    if "non_finite_loss_step" in run.summary:
-        raise non_finite(run, run.summary["non_finite_loss_step"])
+    if callback.non_finite_step is not None:
+        raise non_finite(run, callback.non_finite_step)
     epochs = float(trainer.state.epoch or 0.0)
     history = [e for e in trainer.state.log_history if "eval_loss" in e]
     return {

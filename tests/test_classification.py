@@ -26,7 +26,7 @@ from loraforge.components import Record
 from loraforge.data import read_records
 from loraforge.errors import DataError
 from loraforge.schema import parse
-from loraforge.testing import quick_recipe
+from loraforge.testing import quick_recipe, scoring_run
 
 LABELS = ["urgent", "routine", "administrative"]
 DATA = ROOT / "data" / "classification"
@@ -203,7 +203,7 @@ def test_metric_against_hand_computed_numbers() -> None:
     task = ClassificationTask(ClassificationTask.Options(labels=["a", "b", "c", "d"]))
     gold = ["a", "a", "a", "b", "b", "c", "c", "c"]
     pred = ["a", "a", "b", "b", INVALID, "c", "a", "c"]
-    m = ClassificationMetric().compute(pred, gold, task)
+    m = ClassificationMetric().compute(scoring_run(task), pred, gold)
     assert m["records"] == 8
     assert m["accuracy"] == pytest.approx(5 / 8)
     assert m["invalid"] == {"count": 1, "rate": pytest.approx(1 / 8)}
@@ -227,26 +227,26 @@ def test_metric_against_hand_computed_numbers() -> None:
 
 def test_metric_counts_unknown_predictions_as_invalid_and_keeps_undeclared_gold() -> None:
     task = ClassificationTask(ClassificationTask.Options(labels=["a", "b"]))
-    m = ClassificationMetric().compute(["a", None, "zzz", "b"], ["a", "b", "b", "x"], task)
+    m = ClassificationMetric().compute(scoring_run(task), ["a", None, "zzz", "b"], ["a", "b", "b", "x"])
     assert m["invalid"] == {"count": 2, "rate": 0.5}
     assert list(m["confusion"]) == ["a", "b", "x"]
     assert m["confusion"]["b"][INVALID] == 2 and m["confusion"]["x"]["b"] == 1
     assert m["accuracy"] == 0.25
     # an undeclared label is a class only where it is gold: predicted elsewhere, it is still wrong, not invalid
-    m = ClassificationMetric().compute(["x", "x"], ["a", "x"], task)
+    m = ClassificationMetric().compute(scoring_run(task), ["x", "x"], ["a", "x"])
     assert m["confusion"]["a"]["x"] == 1 and m["invalid"]["count"] == 0 and m["per_class"]["x"]["precision"] == 0.5
 
 
 def test_metric_on_no_records_and_length_mismatch(task: ClassificationTask) -> None:
-    m = ClassificationMetric().compute([], [], task)
+    m = ClassificationMetric().compute(scoring_run(task), [], [])
     assert m["accuracy"] == 0.0 and m["records"] == 0 and m["invalid"] == {"count": 0, "rate": 0.0}
     with pytest.raises(ValueError, match="2 predictions for 1 references"):
-        ClassificationMetric().compute(["a", "b"], ["a"], task)
+        ClassificationMetric().compute(scoring_run(task), ["a", "b"], ["a"])
 
 
 def test_perfect_predictions_score_one(task: ClassificationTask) -> None:
     gold = ["urgent", "routine", "administrative", "routine"]
-    m = ClassificationMetric().compute(list(gold), gold, task)
+    m = ClassificationMetric().compute(scoring_run(task), list(gold), gold)
     assert m["accuracy"] == m["macro_f1"] == 1.0 and m["invalid"]["rate"] == 0.0
 
 

@@ -10,6 +10,7 @@ import pytest
 from loraforge import engine
 from loraforge.errors import DataError
 from loraforge.recipe import load_recipe
+from loraforge.run import Run
 from loraforge.testing import QUICK_TRAINING, quick_recipe
 
 from conftest import LABELS, ner_recipe, ner_records
@@ -38,7 +39,7 @@ def brat_corpus(folder: Path, documents: int = 10) -> Path:
     return folder
 
 
-def built(make_recipe, task: dict | None = None, **sections) -> engine.Run:
+def built(make_recipe, task: dict | None = None, **sections) -> Run:
     table = quick_recipe(task or {"type": "ner", "labels": LABELS}, name="brat",
                          **{"evaluation": {"split": "none"}, **sections})
     return engine.build(load_recipe(make_recipe(table)))

@@ -42,7 +42,7 @@ PLUGIN_SOURCE = textwrap.dedent('''
 
 
     class ExactMatch(Metric):
-        def compute(self, predictions, references, task):
+        def compute(self, run, predictions, references):
             hits = sum(p == r for p, r in zip(predictions, references))
             return {"accuracy": hits / len(references)}
 

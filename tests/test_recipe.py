@@ -59,7 +59,6 @@ def test_sections_are_typed_and_aliases_follow_peft(tmp_path: Path, registry: Re
     assert recipe.adapter.options.lora_alpha == 32.0  # `alpha` is PEFT's lora_alpha
     assert recipe.adapter.options.target_modules == ["q_proj", "v_proj"]
     assert recipe.quantization.options.quant_type == "nf4"  # default filled in
-    assert recipe.quantized
 
 
 def test_extends_deep_merges_and_paths_resolve_from_the_declaring_file(tmp_path: Path, registry: Registry) -> None:
@@ -83,7 +82,7 @@ def test_changing_a_component_type_replaces_its_table(tmp_path: Path, registry: 
                                           "num_kv_heads = 1\n")
     recipe = load_recipe(child)
     recipe.bind(registry)  # `bits` and `name` of the replaced tables would be unknown keys otherwise
-    assert not recipe.quantized
+    assert recipe.quantization.name == "none"
     assert recipe.model.name == "tiny" and recipe.model.options.hidden_size == 32
 
 

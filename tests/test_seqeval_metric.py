@@ -9,6 +9,7 @@ import pytest
 
 from loraforge.builtin.metrics import SeqevalMetric, bio_tags, mention_recall, register_metrics
 from loraforge.builtin.tasks.ner import NerTask, Spans
+from loraforge.testing import scoring_run
 
 TEXT = "John Smith lives in Paris, near Acme Corp."
 JOHN, PARIS, ACME = (0, 10, "PER"), (20, 25, "LOC"), (32, 41, "ORG")
@@ -22,7 +23,7 @@ def task() -> NerTask:
 def score(task: NerTask, predictions: list, references: list) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no UndefinedMetricWarning noise in run logs
-        out = SeqevalMetric().compute(predictions, references, task)
+        out = SeqevalMetric().compute(scoring_run(task), predictions, references)
     assert json.loads(json.dumps(out)) == out
     return out
 
@@ -123,7 +124,7 @@ def test_plain_span_lists_without_text(task: NerTask) -> None:
 
 def test_length_mismatch_is_a_bug(task: NerTask) -> None:
     with pytest.raises(ValueError):
-        SeqevalMetric().compute([s()], [], task)
+        SeqevalMetric().compute(scoring_run(task), [s()], [])
 
 
 # ---------------------------------------------------------------- seen and unseen mentions

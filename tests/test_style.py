@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import ROOT, cli
@@ -27,7 +28,7 @@ from loraforge.data import read_records
 from loraforge.errors import DataError
 from loraforge.recipe import load_recipe
 from loraforge.schema import parse
-from loraforge.testing import quick_recipe
+from loraforge.testing import quick_recipe, scoring_run
 
 DATA = ROOT / "data" / "style"
 RECIPE = ROOT / "recipes" / "style_tiny.toml"
@@ -184,7 +185,7 @@ def test_style_match_fractions_by_hand() -> None:
         "Feel free to ask us.",                        # 5 words (prediction: 5)
         "Plain clinical note.",                        # 3 words, no marker (prediction: 2)
     ]
-    m = StyleMatchMetric().compute(predictions, references, task)
+    m = StyleMatchMetric().compute(scoring_run(task), predictions, references)
     assert m["generated_match"] == 0.5 and m["reference_match"] == 0.75
     assert m["length_ratio"] == pytest.approx((6 / 9 + 5 / 5 + 5 / 5 + 2 / 3) / 4)
     assert m["records"] == 4 and m["profile"] == "2 keywords, 1 patterns"
@@ -193,17 +194,19 @@ def test_style_match_fractions_by_hand() -> None:
 
 def test_keywords_match_whole_words_only() -> None:
     task = make_task(style_keywords=["ok", "well-being", "!"])
-    m = StyleMatchMetric().compute(["token", "broken", "your well-being", "wow!", "OK then"], ["a"] * 5, task)
+    m = StyleMatchMetric().compute(scoring_run(task), ["token", "broken", "your well-being", "wow!", "OK then"],
+                                   ["a"] * 5)
     assert m["generated_match"] == pytest.approx(3 / 5) and m["reference_match"] == 0.0
 
 
 def test_without_a_profile_only_the_length_ratio_is_reported() -> None:
-    m = StyleMatchMetric().compute(["one two", "", "x"], ["one two three four", "a b", ""], make_task())
+    m = StyleMatchMetric().compute(scoring_run(make_task()), ["one two", "", "x"],
+                                   ["one two three four", "a b", ""])
     assert m == {"records": 3, "length_ratio": pytest.approx((2 / 4 + 0 / 2) / 2), "profile": "none"}
     assert "generated_match" not in m
-    assert StyleMatchMetric().compute([], [], make_task()) == {"records": 0, "length_ratio": None,
-                                                               "profile": "none"}
-    assert StyleMatchMetric().compute([], [], make_task(**PROFILE))["generated_match"] == 0.0
+    assert StyleMatchMetric().compute(scoring_run(make_task()), [], []) == {"records": 0, "length_ratio": None,
+                                                                            "profile": "none"}
+    assert StyleMatchMetric().compute(scoring_run(make_task(**PROFILE)), [], [])["generated_match"] == 0.0
 
 
 # ---------------------------------------------------------------- perplexity, with a stand-in context
@@ -217,9 +220,15 @@ class FakeContext:
         return self.values[adapted]
 
 
+def scored_with(context: FakeContext | None) -> Any:
+    run = scoring_run(make_task())
+    run.evaluation = context  # the model's likelihoods, by hand
+    return run
+
+
 def test_perplexity_from_summed_nll_by_hand() -> None:
     ctx = FakeContext(adapted=(20.0, 10), base=(60.0, 10))
-    m = PerplexityMetric().compute(["x"], ["y"], make_task(), context=ctx)
+    m = PerplexityMetric().compute(scored_with(ctx), ["x"], ["y"])
     assert sorted(ctx.calls) == [False, True]
     assert m["adapted"] == pytest.approx(math.exp(2.0)) and m["base"] == pytest.approx(math.exp(6.0))
     assert m["ratio"] == pytest.approx(math.exp(-4.0)) and m["tokens"] == 10
@@ -227,12 +236,12 @@ def test_perplexity_from_summed_nll_by_hand() -> None:
 
 
 def test_perplexity_edge_cases() -> None:
-    huge = PerplexityMetric().compute([], [], make_task(), context=FakeContext((10.0, 1), (5000.0, 1)))
+    huge = PerplexityMetric().compute(scored_with(FakeContext((10.0, 1), (5000.0, 1))), [], [])
     assert huge["base"] is None and huge["ratio"] == 0.0 and huge["adapted"] == pytest.approx(math.exp(10))
-    empty = PerplexityMetric().compute([], [], make_task(), context=FakeContext((0.0, 0), (0.0, 0)))
+    empty = PerplexityMetric().compute(scored_with(FakeContext((0.0, 0), (0.0, 0))), [], [])
     assert empty == {"adapted": None, "base": None, "ratio": None, "tokens": 0}
     with pytest.raises(ValueError, match="needs the model"):
-        PerplexityMetric().compute([], [], make_task())
+        PerplexityMetric().compute(scored_with(None), [], [])
 
 
 # ---------------------------------------------------------------- shipped data and recipe
@@ -263,7 +272,7 @@ def test_shipped_data_sizes_and_the_recipe_profile_separates_prompts_from_respon
         for i, r in enumerate(records):
             task.check(Record(r, "x", i))
         responses = [r["response"] for r in records]
-        m = StyleMatchMetric().compute([r["prompt"] for r in records], responses, task)
+        m = StyleMatchMetric().compute(scoring_run(task), [r["prompt"] for r in records], responses)
         assert m["reference_match"] == 1.0 and m["generated_match"] == 0.0
         assert max(len(t.split()) for t in responses) <= 60
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..components import Adapter
+from ..run import Run
 from ..errors import RecipeError
 from ..hookspecs import hookimpl
 from ..schema import option
@@ -81,9 +82,13 @@ class LoraAdapter(Adapter):
                           modules_to_save=o.modules_to_save or None, use_dora=o.use_dora,
                           use_rslora=o.use_rslora)
 
-    def attach(self, model: Any, recipe: Any) -> Any:
+    def describe(self) -> str:
+        return f"{'dora' if self.options.use_dora else 'lora'} r={self.options.r}"
+
+    def attach(self, run: Run, model: Any) -> Any:
         from peft import get_peft_model
 
+        recipe = run.recipe
         check_targets(model, self.options.target_modules, "adapter.target_modules", recipe.path)
         missing = [m for m in self.options.modules_to_save
                    if not any(n == m or n.endswith(f".{m}") for n, _ in model.named_modules())]

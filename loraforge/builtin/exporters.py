@@ -14,6 +14,7 @@ from typing import Any
 from ..components import Exporter
 from ..errors import RunError
 from ..hookspecs import hookimpl
+from ..run import Run
 from ..schema import option
 
 
@@ -36,14 +37,14 @@ class AdapterExporter(Exporter):
     Options = AdapterOptions
     default_dir = "adapter"
 
-    def export(self, run: Any, target: Path) -> dict[str, Any]:
+    def export(self, run: Run, target: Path) -> dict[str, Any]:
         run.model.save_pretrained(str(target), safe_serialization=True)
         run.tokenizer.save_pretrained(str(target))
         size = sum(f.stat().st_size for f in target.glob("*.safetensors"))
         return {"bytes": size}
 
 
-def _check_inputs(run: Any, count: int) -> list[list[int]]:
+def _check_inputs(run: Run, count: int) -> list[list[int]]:
     split = "validation" if "validation" in run.records else "train"
     records = run.records[split][:count]
     return [run.encoder.prompt_ids(ex.prompt) + run.encoder.target_ids(ex.target)
@@ -77,7 +78,7 @@ class MergedExporter(Exporter):
     Options = MergedOptions
     default_dir = "merged"
 
-    def export(self, run: Any, target: Path) -> dict[str, Any]:
+    def export(self, run: Run, target: Path) -> dict[str, Any]:
         from peft import PeftModel
 
         inputs = _check_inputs(run, self.options.check_records)
@@ -85,7 +86,7 @@ class MergedExporter(Exporter):
         adapter_dir = Path(tempfile.mkdtemp(prefix="loraforge-adapter-"))
         try:
             run.model.save_pretrained(str(adapter_dir), safe_serialization=True)
-            base = run.components["model"].load_model(run)
+            base = run.components.model.load_model(run)
             peft_model = PeftModel.from_pretrained(base, str(adapter_dir))
             unmerged = _logits(peft_model, inputs)
             merged = peft_model.merge_and_unload()
@@ -97,7 +98,7 @@ class MergedExporter(Exporter):
         result = {"max_logit_diff": merge_diff, "max_logit_diff_vs_trained": trained_diff,
                   "checked_records": len(inputs)}
         limit = self.options.tolerance
-        if merge_diff > limit or (not run.recipe.quantized and trained_diff > limit):
+        if merge_diff > limit or (run.components.quantization.bits is None and trained_diff > limit):
             raise RunError(f"merged model differs from base+adapter by {max(merge_diff, trained_diff):.3g} in "
                            f"logits, more than the tolerance {limit:g}; nothing was written",
                            key="export.tolerance", hint="Raise the exporter's `tolerance` if this dtype "

@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from ..components import Metric, Task
+from ..components import Metric
 from ..hookspecs import hookimpl
+from ..run import Run
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 
@@ -92,10 +93,7 @@ class SeqevalMetric(Metric):
     """Entity-level precision, recall and F1 (micro, macro and per label) via seqeval's default mode, and recall
     on mentions seen and unseen in training."""
 
-    uses_context: ClassVar[bool] = True
-
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
-                **context: Any) -> dict[str, Any]:
+    def compute(self, run: Run, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
         from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
 
         if len(predictions) != len(references):
@@ -111,7 +109,7 @@ class SeqevalMetric(Metric):
             y_true.append(bio_tags(tokens, gold))
             y_pred.append(bio_tags(tokens, guess))
 
-        declared = list(getattr(getattr(task, "options", None), "labels", None) or [])
+        declared = list(getattr(getattr(run.task, "options", None), "labels", None) or [])
         seen = {t for t, _, _ in get_entities(y_true)} | {t for t, _, _ in get_entities(y_pred)}
         labels = declared + sorted(seen - set(declared))
         zeros = {"precision": 0.0, "recall": 0.0, "f1": 0.0}
@@ -121,9 +119,8 @@ class SeqevalMetric(Metric):
         if not seen:
             return result
         kwargs = {"zero_division": 0}
-        eval_context = context.get("context")
-        if eval_context is not None and all(hasattr(r, "text") for r in references):
-            result["mentions"] = mention_recall(predictions, references, eval_context.train_references())
+        if run.evaluation is not None and all(hasattr(r, "text") for r in references):
+            result["mentions"] = mention_recall(predictions, references, run.evaluation.train_references())
         result["micro"] = _prf(precision_recall_fscore_support(y_true, y_pred, average="micro", **kwargs))
         result["macro"] = _prf(precision_recall_fscore_support(y_true, y_pred, average="macro", **kwargs))
         p, r, f, support = precision_recall_fscore_support(y_true, y_pred, average=None, **kwargs)

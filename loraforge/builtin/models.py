@@ -16,6 +16,7 @@ from ..components import ModelLoader
 from ..errors import ModelError
 from ..files import atomic_dir, cache_dir, digest
 from ..hookspecs import hookimpl
+from ..run import Run
 from ..schema import option
 from . import gguf
 
@@ -109,7 +110,7 @@ class HfLoader(ModelLoader):
     def describe(self) -> str:
         return self.options.name
 
-    def source(self, run: Any) -> str:
+    def source(self, run: Run) -> str:
         """A local folder (relative to the recipe that names it) when one exists, else a hub id; a GGUF file is
         converted once into a cached folder."""
         path = self.gguf_path(run)
@@ -125,7 +126,7 @@ class HfLoader(ModelLoader):
         ensure_available(name, self.options.revision)
         return name
 
-    def gguf_path(self, run: Any) -> Path | None:
+    def gguf_path(self, run: Run) -> Path | None:
         """The GGUF file this loader reads, or None for an ordinary model folder or hub id."""
         o = self.options
         if o.gguf_file:
@@ -137,7 +138,7 @@ class HfLoader(ModelLoader):
             return gguf.local_file(o.name, run.recipe.resolve_path("model.name", "."), file=run.recipe.path)
         return None
 
-    def load_tokenizer(self, run: Any) -> Any:
+    def load_tokenizer(self, run: Run) -> Any:
         from transformers import AutoTokenizer
 
         try:
@@ -153,13 +154,13 @@ class HfLoader(ModelLoader):
             tok.chat_template = None
         return _finish_tokenizer(tok)
 
-    def load_model(self, run: Any, **kwargs: Any) -> Any:
+    def load_model(self, run: Run, **kwargs: Any) -> Any:
         o = self.options
         return _load_from_pretrained(self.source(run), revision=o.revision, dtype=o.dtype,
                                      trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle,
                                      attn_implementation=o.attn_implementation, **kwargs)
 
-    def config(self, run: Any) -> Any:
+    def config(self, run: Run) -> Any:
         path = self.gguf_path(run)
         if path is not None:
             return gguf.header_config(path)
@@ -168,7 +169,7 @@ class HfLoader(ModelLoader):
         return AutoConfig.from_pretrained(self.source(run), revision=self.options.revision,
                                           trust_remote_code=self.options.trust_remote_code)
 
-    def offline_tokenizer(self, run: Any) -> Any | None:
+    def offline_tokenizer(self, run: Run) -> Any | None:
         path = self.gguf_path(run)
         if path is not None:
             tok = gguf.header_tokenizer(path)
@@ -216,7 +217,7 @@ class TinyLoader(ModelLoader):
         o = self.options
         return f"{o.name} ({o.num_layers}x{o.hidden_size}, BPE {o.vocab_size})"
 
-    def folder(self, run: Any) -> Path:
+    def folder(self, run: Run) -> Path:
         """The model folder for this run: its tokenizer is trained on the run's formatted training text."""
         return self.build([text for ex in run.train_examples for text in (ex.prompt, ex.target)])
 
@@ -258,20 +259,20 @@ class TinyLoader(ModelLoader):
         torch.manual_seed(o.seed)
         return LlamaForCausalLM(config).to(getattr(torch, o.dtype))
 
-    def load_tokenizer(self, run: Any) -> Any:
+    def load_tokenizer(self, run: Run) -> Any:
         from transformers import AutoTokenizer
 
         return _finish_tokenizer(AutoTokenizer.from_pretrained(self.folder(run)))
 
-    def load_model(self, run: Any, **kwargs: Any) -> Any:
+    def load_model(self, run: Run, **kwargs: Any) -> Any:
         return _load_from_pretrained(str(self.folder(run)), revision=None, dtype=self.options.dtype,
                                      trust_remote_code=False, allow_pickle=False, attn_implementation=None,
                                      **kwargs)
 
-    def offline_tokenizer(self, run: Any) -> Any | None:
+    def offline_tokenizer(self, run: Run) -> Any | None:
         return self.load_tokenizer(run)
 
-    def config(self, run: Any) -> Any:
+    def config(self, run: Run) -> Any:
         from transformers import LlamaConfig
 
         o = self.options

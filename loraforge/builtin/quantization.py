@@ -1,4 +1,5 @@
-"""Builtin quantizer `qlora`: bitsandbytes 4-bit (NF4/FP4, double quantization) or 8-bit base weights.
+"""Builtin quantizers: `none` keeps the base weights as the loader loads them; `qlora` holds them in bitsandbytes
+4-bit (NF4/FP4, double quantization) or 8-bit.
 
 It runs on CUDA, and on the CPU where the installed bitsandbytes has CPU kernels for the chosen bit width
 (bitsandbytes >= 0.49 trains 4-bit on the CPU). Support is probed by quantizing and running one tiny layer, so the
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..components import CHECKPOINTING, Quantizer
+from ..run import Run
 from ..errors import RunError
 from ..hookspecs import hookimpl
 from ..schema import option
@@ -51,8 +53,30 @@ def _probe(bits: int, device: str) -> str | None:
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
 
 
+class FullPrecision(Quantizer):
+    """`[quantization] type = "none"`: the weights in the loader's dtype, nothing added to `from_pretrained`."""
+
+    def describe(self) -> str:
+        return "not quantized"
+
+    def load_kwargs(self, run: Run) -> dict[str, Any]:
+        return {}
+
+    def prepare(self, run: Run, model: Any) -> Any:
+        if run.recipe.training.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=CHECKPOINTING)
+        return model
+
+
 class QloraQuantizer(Quantizer):
     Options = QloraOptions
+
+    @property
+    def bits(self) -> int:
+        return self.options.bits
+
+    def describe(self) -> str:
+        return f"qlora {self.options.bits}-bit"
 
     @staticmethod
     def device() -> str:
@@ -60,7 +84,7 @@ class QloraQuantizer(Quantizer):
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def check_supported(self) -> None:
+    def check_supported(self, run: Run) -> None:
         device = self.device()
         reason = _probe(self.options.bits, device)
         if reason is not None:
@@ -69,18 +93,15 @@ class QloraQuantizer(Quantizer):
                            hint='Run on a CUDA GPU, try bits = 4 (which newer bitsandbytes runs on CPUs), or '
                                 'train without quantization: --set quantization.type=none')
 
-    def compute_dtype(self, recipe: Any) -> Any:
+    def compute_dtype(self, run: Run) -> Any:
         import torch
-
-        from ..train import resolve_precision
 
         name = self.options.compute_dtype
         if name == "auto":
-            name = {"bf16": "bfloat16", "fp16": "float16"}.get(resolve_precision(recipe.training.precision),
-                                                               "float32")
+            name = {"bf16": "bfloat16", "fp16": "float16"}.get(run.precision, "float32")
         return getattr(torch, name)
 
-    def load_kwargs(self, recipe: Any) -> dict[str, Any]:
+    def load_kwargs(self, run: Run) -> dict[str, Any]:
         import os
 
         from transformers import BitsAndBytesConfig
@@ -89,21 +110,22 @@ class QloraQuantizer(Quantizer):
         if o.bits == 4:
             config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=o.quant_type,
                                         bnb_4bit_use_double_quant=o.double_quant,
-                                        bnb_4bit_compute_dtype=self.compute_dtype(recipe))
+                                        bnb_4bit_compute_dtype=self.compute_dtype(run))
         else:
             config = BitsAndBytesConfig(load_in_8bit=True)
         device = self.device()
         where = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if device == "cuda" else "cpu"
         return {"quantization_config": config, "device_map": {"": where}}
 
-    def prepare(self, model: Any, recipe: Any) -> Any:
+    def prepare(self, run: Run, model: Any) -> Any:
         from peft import prepare_model_for_kbit_training
 
         return prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=recipe.training.gradient_checkpointing,
+            model, use_gradient_checkpointing=run.recipe.training.gradient_checkpointing,
             gradient_checkpointing_kwargs=CHECKPOINTING)
 
 
 @hookimpl
 def register_quantizers(register: Any) -> None:
+    register("none", FullPrecision)
     register("qlora", QloraQuantizer)

@@ -17,6 +17,7 @@ from ...components import Example, Metric, Record, Task
 from ...constraints import Choice
 from ...errors import did_you_mean
 from ...hookspecs import hookimpl
+from ...run import Run
 from ...schema import option
 
 #: what `parse` returns when a generation names no declared label (and the confusion-matrix column for it)
@@ -163,11 +164,10 @@ class ClassificationMetric(Metric):
     not pull macro-F1 down. Precision, recall or F1 with a zero denominator is 0.
     """
 
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
-                **context: Any) -> dict[str, Any]:
+    def compute(self, run: Run, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
         if len(predictions) != len(references):
             raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-        declared = [str(x) for x in (getattr(getattr(task, "options", None), "labels", None) or [])]
+        declared = [str(x) for x in (getattr(getattr(run.task, "options", None), "labels", None) or [])]
         gold = [str(r) for r in references]
         classes = declared + sorted({g for g in gold if g not in declared})
         known = set(classes)

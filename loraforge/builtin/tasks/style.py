@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from ...components import Example, Metric, Record, Task
 from ...hookspecs import hookimpl
+from ...run import Run
 from ...schema import option
 
 DEFAULT_INSTRUCTION = "Write in the target style."
@@ -139,11 +140,10 @@ class PerplexityMetric(Metric):
 
     needs_model: ClassVar[bool] = True
 
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
-                **context: Any) -> dict[str, Any]:
-        ctx = context.get("context")
+    def compute(self, run: Run, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
+        ctx = run.evaluation
         if ctx is None:
-            raise ValueError("the perplexity metric needs the model: call it with context=EvalContext(...)")
+            raise ValueError("the perplexity metric needs the model: it scores while a run evaluates a split")
         adapted_nll, tokens = ctx.target_nll(adapted=True)
         base_nll, _ = ctx.target_nll(adapted=False)
         if not tokens:
@@ -188,11 +188,10 @@ class StyleMatchMetric(Metric):
     not whether the text is fluent, faithful to the input, or otherwise in style.
     """
 
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
-                **context: Any) -> dict[str, Any]:
+    def compute(self, run: Run, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
         if len(predictions) != len(references):
             raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-        options = getattr(task, "options", None)
+        options = getattr(run.task, "options", None)
         profile = StyleProfile(getattr(options, "style_keywords", None) or [],
                                getattr(options, "style_patterns", None) or [])
         ratios = [_words(p) / _words(r) for p, r in zip(predictions, references) if _words(r)]

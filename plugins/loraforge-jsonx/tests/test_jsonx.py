@@ -10,11 +10,12 @@ import time
 import pytest
 
 from loraforge.components import Record
+from loraforge.engine import assemble, build
 from loraforge.errors import DataError, RecipeError
 from loraforge.plugins import Registry, get_plugin_manager
 from loraforge.recipe import Recipe, load_recipe
 from loraforge.schema import parse as parse_options
-from loraforge.testing import TINY_MODEL
+from loraforge.testing import TINY_MODEL, scoring_run
 from loraforge_jsonx import INVALID, JsonxMetric, JsonxSection, JsonxTask, extract_object, generate, target_json
 from loraforge_jsonx.plugin import recipe_path
 
@@ -40,14 +41,17 @@ def load(path, overrides=()) -> Recipe:
 
 
 def configured_task(**jsonx) -> JsonxTask:
-    """A task configured by the shipped recipe, its `[jsonx]` keys overridden like `--set jsonx.KEY=VALUE`."""
-    task = JsonxTask()
-    task.configure(load(recipe_path("jsonx_tiny"), [f"jsonx.{k}={json.dumps(v)}" for k, v in jsonx.items()]))
-    return task
+    """The task of a run of the shipped recipe, its `[jsonx]` keys overridden like `--set jsonx.KEY=VALUE`."""
+    overrides = [f"jsonx.{k}={json.dumps(v)}" for k, v in jsonx.items()]
+    return assemble(load_recipe(recipe_path("jsonx_tiny"), overrides)).task
 
 
 def rec(fields: dict, text: str = "58-year-old woman seen in clinic. Review in 2 weeks.", line: int = 1) -> Record:
     return Record({"text": text, "fields": fields}, "mem.jsonl", line)
+
+
+def score(predictions: list, references: list, task: JsonxTask) -> dict:
+    return JsonxMetric().compute(scoring_run(task), predictions, references)
 
 
 GOLD = {"age": 58, "follow_up_days": 14, "sex": "female", "visit_type": "outpatient"}
@@ -74,12 +78,12 @@ def test_configure_takes_the_jsonx_table_and_a_recipe_without_one_is_an_error(ma
     bare = make_recipe({"model": TINY_MODEL, "task": {"type": "jsonx"}},
                        data={"train": [{"text": "M 40, seen in clinic.", "fields": {"age": 40}}]})
     with pytest.raises(RecipeError) as exc:
-        JsonxTask().configure(load(bare))
+        build(load_recipe(bare))
     rendered = exc.value.render()
     assert "jsonx: the jsonx task needs a [jsonx] table declaring its fields" in rendered
     assert str(bare) in rendered and 'fields = ["age", "sex"]' in rendered
 
-    with pytest.raises(RuntimeError, match=r"configure\(recipe\) was not called"):
+    with pytest.raises(RuntimeError, match=r"configure\(run\) was not called"):
         JsonxTask().check(rec(GOLD))
 
 
@@ -138,7 +142,7 @@ def test_metric_numbers_by_hand() -> None:
         {"age": 41, "follow_up_days": 30, "sex": "male", "visit_type": "telehealth"},  # age wrong
         INVALID,  # wrong on every field
     ]
-    result = JsonxMetric().compute(preds, refs, configured_task())
+    result = score(preds, refs, configured_task())
     assert result["exact_match"] == pytest.approx(2 / 4)
     assert result["valid_json"] == pytest.approx(3 / 4)
     assert result["records"] == 4
@@ -155,31 +159,31 @@ def test_metric_numbers_by_hand() -> None:
 def test_strict_types_and_lenient_values() -> None:
     refs = [{"age": 34, "sex": "female", "follow_up_days": None, "visit_type": "outpatient"}]
     loose = [{"age": "34", "sex": " Female ", "visit_type": "OUTPATIENT"}]
-    lenient = JsonxMetric().compute(loose, refs, configured_task())
+    lenient = score(loose, refs, configured_task())
     assert lenient["exact_match"] == 1.0
-    strict = JsonxMetric().compute(loose, refs, configured_task(strict_types=True))
+    strict = score(loose, refs, configured_task(strict_types=True))
     assert strict["exact_match"] == 0.0 and strict["field_accuracy"] == 0.0
     typed = [{"age": 34.0, "sex": "female", "follow_up_days": None, "visit_type": "outpatient"}]
-    assert JsonxMetric().compute(typed, refs, configured_task(strict_types=True))["exact_match"] == 1.0
+    assert score(typed, refs, configured_task(strict_types=True))["exact_match"] == 1.0
     boolean = [{**typed[0], "age": True}]
-    assert JsonxMetric().compute(boolean, [{**refs[0], "age": 1}], configured_task(strict_types=True))[
+    assert score(boolean, [{**refs[0], "age": 1}], configured_task(strict_types=True))[
         "per_class"]["age"]["accuracy"] == 0.0
 
 
 def test_extra_keys_break_exact_match_unless_allowed() -> None:
     refs = [dict(GOLD)]
     preds = [{**GOLD, "diagnosis": "asthma"}]
-    strict = JsonxMetric().compute(preds, refs, configured_task())
+    strict = score(preds, refs, configured_task())
     assert strict["exact_match"] == 0.0 and strict["field_accuracy"] == 1.0
-    assert JsonxMetric().compute(preds, refs, configured_task(allow_extra_fields=True))["exact_match"] == 1.0
+    assert score(preds, refs, configured_task(allow_extra_fields=True))["exact_match"] == 1.0
 
 
 def test_metric_with_an_unconfigured_task_uses_the_reference_keys() -> None:
-    result = JsonxMetric().compute([{"b": 1, "a": 2}], [{"a": 2, "b": 2}], JsonxTask())
+    result = score([{"b": 1, "a": 2}], [{"a": 2, "b": 2}], JsonxTask())
     assert list(result["per_class"]) == ["a", "b"] and result["exact_match"] == 0.0
-    assert JsonxMetric().compute([], [], JsonxTask())["exact_match"] == 0.0
+    assert score([], [], JsonxTask())["exact_match"] == 0.0
     with pytest.raises(ValueError, match="1 predictions for 2 references"):
-        JsonxMetric().compute([{}], [{}, {}], JsonxTask())
+        score([{}], [{}, {}], JsonxTask())
 
 
 # ---------------------------------------------------------------------------------------------- schema and data

@@ -18,7 +18,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from loraforge.components import Metric, Task
+from loraforge.components import Metric
+from loraforge.run import Run
 
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _MISSING = object()
@@ -70,11 +71,10 @@ def _ratio(numerator: float, denominator: float) -> float:
 class JsonxMetric(Metric):
     """Exact match of whole objects, accuracy per field (under "per_class") and the valid-JSON rate."""
 
-    def compute(self, predictions: Sequence[Any], references: Sequence[Any], task: Task,
-                **context: Any) -> dict[str, Any]:
+    def compute(self, run: Run, predictions: Sequence[Any], references: Sequence[Any]) -> dict[str, Any]:
         if len(predictions) != len(references):
             raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
-        schema = getattr(task, "schema", None)
+        schema = getattr(run.task, "schema", None)
         strict = bool(getattr(schema, "strict_types", False))
         allow_extra = bool(getattr(schema, "allow_extra_fields", False))
         refs = [r if isinstance(r, dict) else {} for r in references]

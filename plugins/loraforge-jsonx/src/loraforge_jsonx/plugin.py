@@ -5,7 +5,7 @@
 - `register_recipe_sections` → table `[jsonx]`         (the field schema, validated like a builtin section)
 - `register_recipes`         → recipe "jsonx_tiny"     (`extends = "loraforge_jsonx:recipes/jsonx_tiny.toml"`)
 
-The task reads `[jsonx]` itself, in `JsonxTask.configure(recipe)`; no lifecycle hook is needed.
+The task reads `[jsonx]` itself, in `JsonxTask.configure(run)`; no lifecycle hook is needed.
 """
 
 from __future__ import annotations

@@ -7,8 +7,8 @@ spaces inside it) and strict about content: the first balanced `{...}` that is a
 anything else is the sentinel `INVALID`, never a guess.
 
 The field schema lives in the recipe's own `[jsonx]` table (`JsonxSection`), registered by this plugin through
-`register_recipe_sections`. The engine calls `JsonxTask.configure(recipe)` right after building the task, before
-any record is read (for `loraforge run` and `loraforge validate` alike); the task takes `recipe.sections["jsonx"]`
+`register_recipe_sections`. The engine calls `JsonxTask.configure(run)` right after building the task, before
+any record is read (for `loraforge run` and `loraforge validate` alike); the task takes `run.recipe.sections["jsonx"]`
 there, so `check` holds every record to `[jsonx] fields` and the prompt lists those fields.
 """
 
@@ -25,7 +25,7 @@ from loraforge.errors import DataError, RecipeError
 from loraforge.schema import option
 
 if TYPE_CHECKING:
-    from loraforge.recipe import Recipe
+    from loraforge.run import Run
 
 #: the plugin's recipe table
 SECTION = "jsonx"
@@ -137,8 +137,9 @@ class JsonxTask(Task):
         #: the recipe's `[jsonx]` table, taken in `configure`
         self.schema: JsonxSection | None = None
 
-    def configure(self, recipe: Recipe) -> None:
+    def configure(self, run: Run) -> None:
         """Take the `[jsonx]` table; a recipe without one is a RecipeError (the fields have no default)."""
+        recipe = run.recipe
         schema = recipe.sections.get(SECTION)
         if schema is None:
             raise RecipeError(f"the jsonx task needs a [{SECTION}] table declaring its fields", key=SECTION,
@@ -149,7 +150,7 @@ class JsonxTask(Task):
 
     def _declared(self) -> list[str]:
         if self.schema is None:
-            raise RuntimeError("JsonxTask.configure(recipe) was not called: the task has no [jsonx] fields")
+            raise RuntimeError("JsonxTask.configure(run) was not called: the task has no [jsonx] fields")
         return list(self.schema.fields)
 
     # ------------------------------------------------------------------ records
