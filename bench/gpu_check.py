@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from transformers import LlamaConfig
 
-    from loraforge.plan import KNOWN_CONFIGS
+    from loraforge.builtin.models import KNOWN_CONFIGS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=8, help="training steps per mode (the first is not timed)")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -47,32 +46,22 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
     from transformers import TrainerCallback
-    from transformers.trainer_utils import SaveStrategy
 
-    from loraforge import engine, train
-    from loraforge.precision import autocast_dtype, frozen_weights_in
+    from loraforge import engine
     from loraforge.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
-    with tempfile.TemporaryDirectory(prefix="loraforge-profile-") as tmp, engine.located(recipe):
-        run = engine.build(recipe, out_dir=Path(tmp))
-        engine.load_model(run)
-        datasets = engine.tokenize(run)
-        targs = train.training_arguments(run, has_eval=False)
-        targs.max_steps, targs.save_strategy = args.steps, SaveStrategy.NO
-        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
-        marks: list[float] = []
+    profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU])
+    marks: list[float] = []
 
-        class Profiled(TrainerCallback):
-            def on_step_end(self, *a: object, **k: object) -> None:
-                marks.append(time.perf_counter())
-                if len(marks) == 1:
-                    profiler.start()
+    class Profiled(TrainerCallback):
+        def on_step_end(self, *a: object, **k: object) -> None:
+            marks.append(time.perf_counter())
+            if len(marks) == 1:
+                profiler.start()
 
-        trainer = train.build_trainer(run, targs, datasets["train"], callbacks=[Profiled()])
-        with frozen_weights_in(run.model, autocast_dtype(run.precision)):
-            trainer.train()
-        profiler.stop()
+    run = engine.trial(recipe, args.steps, [Profiled()])  # the run's own stages, arguments and precision
+    profiler.stop()
     steps = len(marks) - 1
     if steps < 1:
         print("no step after the first was profiled", file=sys.stderr)

@@ -149,6 +149,16 @@ class Quantizer(Component, ABC):
         stay in the loader's dtype."""
         return None
 
+    @property
+    def double_quant(self) -> bool:
+        """The quantization constants are quantized too (for `plan`'s memory)."""
+        return False
+
+    @property
+    def compute_dtype_name(self) -> str:
+        """Dtype of the de-quantized matmuls, for `plan`: "auto" follows training.precision."""
+        return "auto"
+
     def check_supported(self, run: Run) -> None:
         """Raise RunError with the fix when this machine or library cannot quantize this way."""
 
@@ -163,25 +173,50 @@ class Quantizer(Component, ABC):
 
 
 class ModelLoader(Component, ABC):
+    """Loads the tokenizer and the base model, and answers `plan` without weights: `config`, `config_source`,
+    `offline_tokenizer`, `chat_template_tokens`, `dtype`."""
+
     @abstractmethod
-    def load_tokenizer(self, run: Run) -> Any: ...
+    def load_tokenizer(self, run: Run) -> Any:
+        """The tokenizer, its chat template set as the loader's options say (or removed)."""
 
     @abstractmethod
     def load_model(self, run: Run, **load_kwargs: Any) -> Any:
         """The base model; `load_kwargs` are the quantizer's extra `from_pretrained` arguments."""
 
+    @property
+    def dtype(self) -> str:
+        """The dtype the base weights load in: "auto" (the checkpoint's) or a torch dtype name."""
+        return "auto"
+
+    @property
+    def trusts_remote_code(self) -> bool:
+        """Modelling code shipped with the model runs (the run warns; `plan` builds its skeleton with it)."""
+        return False
+
     def config(self, run: Run) -> Any:
         """The model's transformers config, without weights (for `plan`)."""
         raise NotImplementedError
+
+    def config_source(self, run: Run) -> str:
+        """Where `config` comes from, in a few words for `plan`'s output."""
+        return "model loader"
 
     def offline_tokenizer(self, run: Run) -> Any | None:
         """The tokenizer when it loads without network or weights (for `plan`'s token counts); None otherwise."""
         return None
 
+    def chat_template_tokens(self, run: Run) -> int:
+        """Without an offline tokenizer, `plan` counts a prompt as characters / 4 plus this many tokens the chat
+        template adds around one user turn (0: no template)."""
+        return 0
+
 
 class Exporter(Component, ABC):
     #: folder name under the run's output directory
     default_dir: ClassVar[str] = "export"
+    #: the folder holds a PEFT adapter (`PeftModel.from_pretrained` loads it): `loraforge eval` scores it by default
+    writes_adapter: ClassVar[bool] = False
 
     @abstractmethod
     def export(self, run: Run, target: Path) -> dict[str, Any]:

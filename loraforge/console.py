@@ -13,6 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 
 from .hookspecs import hookimpl
+from .runfolder import METRICS
+from .run import Run
 
 PHASES = {"load": "Loading model", "data": "Preparing data", "train": "Training", "evaluate": "Evaluating",
           "baseline": "Evaluating the base model", "export": "Exporting"}
@@ -122,7 +124,7 @@ class ConsoleReporter:
             self.progress.stop()
             self.progress, self.bar = None, None
 
-    def _start(self, run: Any, total: int) -> None:
+    def _start(self, run: Run, total: int) -> None:
         self.progress = Progress(
             SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA {task.fields[eta]}"),
@@ -131,7 +133,7 @@ class ConsoleReporter:
         self.bar = self.progress.add_task(PHASES.get(run.phase, run.phase), total=total, info="", eta="--:--")
 
     @hookimpl
-    def on_run_start(self, run: Any) -> None:
+    def on_run_start(self, run: Run) -> None:
         if not run.is_main_process:  # one line per extra process, so a launch shows every rank took part
             self.console.print(f"rank {run.rank} of {run.world_size}: training with rank 0")
             return
@@ -141,14 +143,14 @@ class ConsoleReporter:
                            f"{quant} · task {run.recipe.task.name} → {run.out_dir}")
 
     @hookimpl
-    def on_phase(self, run: Any) -> None:
+    def on_phase(self, run: Run) -> None:
         if not run.is_main_process:
             return
         self._stop()
         self.console.print(f"[cyan]▸[/] {PHASES.get(run.phase, run.phase)}")
 
     @hookimpl
-    def on_progress(self, run: Any) -> None:
+    def on_progress(self, run: Run) -> None:
         if not run.is_main_process or run.progress is None:
             return
         p = run.progress
@@ -162,16 +164,16 @@ class ConsoleReporter:
                              eta=_duration(p.info.get("eta_s")) if "eta_s" in p.info else "")
 
     @hookimpl
-    def on_warning(self, run: Any) -> None:
+    def on_warning(self, run: Run) -> None:
         if run.is_main_process:
             self.console.print(f"[yellow]warning:[/] {run.warnings[-1]}")
 
     @hookimpl
-    def on_step(self, run: Any) -> None:
+    def on_step(self, run: Run) -> None:
         pass  # the loss is shown through on_progress; trackers use this hook
 
     @hookimpl
-    def on_evaluate(self, run: Any) -> None:
+    def on_evaluate(self, run: Run) -> None:
         if not run.is_main_process:
             return
         self._stop()
@@ -179,7 +181,7 @@ class ConsoleReporter:
             self.console.print(table)
 
     @hookimpl
-    def on_export(self, run: Any) -> None:
+    def on_export(self, run: Run) -> None:
         if not run.is_main_process:
             return
         self._stop()
@@ -188,7 +190,7 @@ class ConsoleReporter:
         self.console.print(f"  [green]✓[/] {e['type']} → {e['path']}{extra}")
 
     @hookimpl
-    def on_run_end(self, run: Any) -> None:
+    def on_run_end(self, run: Run) -> None:
         if not run.is_main_process:
             if run.error is None:
                 self.console.print(f"rank {run.rank} of {run.world_size}: done")
@@ -201,9 +203,9 @@ class ConsoleReporter:
         params = s.get("params", {})
         if t is None:  # `loraforge eval`: a saved adapter scored, nothing trained
             self.console.print(f"[bold green]done[/] in {_duration(s.get('wall_time_s'))}: evaluated in "
-                               f"{_duration(s.get('evaluate_s'))} · {run.out_dir / 'metrics.json'}")
+                               f"{_duration(s.get('evaluate_s'))} · {run.out_dir / METRICS}")
             return
         self.console.print(
             f"[bold green]done[/] in {_duration(s.get('wall_time_s'))}: {t.get('steps')} steps, "
             f"{t.get('tokens_per_s')} tokens/s, trainable {params.get('trainable', 0):,} of "
-            f"{params.get('total', 0):,} params · {run.out_dir / 'metrics.json'}")
+            f"{params.get('total', 0):,} params · {run.out_dir / METRICS}")

@@ -183,9 +183,10 @@ class PromptEncoder:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def make_encoder(tokenizer: Any, chat_template_option: str = "auto") -> PromptEncoder:
-    use = chat_template_option != "none" and bool(getattr(tokenizer, "chat_template", None))
-    return PromptEncoder(tokenizer, use)
+def make_encoder(tokenizer: Any) -> PromptEncoder:
+    """Prompts through the tokenizer's chat template when it has one (the loader removes it when its options say
+    not to use it)."""
+    return PromptEncoder(tokenizer, bool(getattr(tokenizer, "chat_template", None)))
 
 
 def tokenize(examples: Sequence[Example], records: Sequence[Record], encoder: PromptEncoder, max_length: int,

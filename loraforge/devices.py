@@ -4,8 +4,7 @@ The table holds vendor datasheet numbers (dense bf16/fp16 tensor throughput with
 bandwidth). The CPU is measured: a matmul loop bounded in size and in wall time for FLOP/s (or
 `LORAFORGE_CPU_TFLOPS`), a copy loop for bandwidth (or `LORAFORGE_CPU_GBPS`), the machine's RAM for memory. bf16 on
 a CPU without AVX512-BF16/AMX (`LORAFORGE_CPU_BF16=0` pretends so) is an emulation, not measured and not timed.
-Times are FLOPs over peak × an assumed utilisation range. `measure_training` times a few real training steps of
-a recipe on this machine, through the same engine stages and Trainer arguments a run uses.
+Times are FLOPs over peak × an assumed utilisation range (`loraforge.calibration` measures real steps instead).
 """
 
 from __future__ import annotations
@@ -13,13 +12,11 @@ from __future__ import annotations
 import math
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError, RunError, did_you_mean
+from .errors import RecipeError, did_you_mean
 
 GIB = 2**30
 
@@ -191,65 +188,3 @@ def eval_seconds(records: int, batch: int, prompt_tokens: float, new_tokens: tup
                    2 * matmul * batch / peak, DECODE_STEP_S + layers * DECODE_LAYER_S)
         out.append(math.ceil(records / batch) * (2 * matmul * batch * prompt_tokens / peak + steps * step))
     return out
-
-
-# ------------------------------------------------------------------------------------------------ calibration
-
-
-@dataclass
-class Calibration:
-    steps: int  # optimizer steps timed (the first one excluded)
-    seconds: float
-    padded_tokens: int  # tokens (padding included) the timed steps processed
-    device: str
-    params: dict[str, int]  # PEFT's count on the real model: {"trainable", "total"}
-
-    @property
-    def seconds_per_token(self) -> float:
-        return self.seconds / self.padded_tokens
-
-
-class _CountingCollator:
-    """Wraps the run's collator; remembers the padded size of every micro-batch, in order."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.sizes = inner, []
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        batch = self.inner(features)
-        self.sizes.append(int(batch["input_ids"].numel()))
-        return batch
-
-
-def measure_training(recipe: Any, steps: int) -> Calibration:
-    """Run `steps` real optimizer steps of `recipe` here and time every step after the first (warm-up)."""
-    from transformers import TrainerCallback
-    from transformers.trainer_utils import SaveStrategy
-
-    from . import engine, train
-
-    if steps < 2:
-        raise RecipeError("must be at least 2: the first step is warm-up and is not timed", key="--calibrate-steps")
-    with tempfile.TemporaryDirectory(prefix="loraforge-calibrate-") as tmp:
-        run = engine.build(recipe, out_dir=Path(tmp))
-        engine.load_model(run)
-        datasets = engine.tokenize(run)
-        args = train.training_arguments(run, has_eval=False)
-        args.max_steps, args.save_strategy = steps, SaveStrategy.NO
-        marks: list[float] = []
-
-        class Timer(TrainerCallback):
-            def on_step_end(self, *a: Any, **k: Any) -> None:
-                marks.append(time.perf_counter())
-
-        trainer = train.build_trainer(run, args, datasets["train"], callbacks=[Timer()])
-        trainer.data_collator = collator = _CountingCollator(trainer.data_collator)
-        trainer.train()
-    if len(marks) < 2:  # the Trainer stopped early (e.g. a non-finite loss)
-        raise RunError(f"calibration ran {len(marks)} of {steps} steps; nothing to time", key="--calibrate-steps")
-    per_step = args.gradient_accumulation_steps
-    timed = sum(collator.sizes[per_step:per_step * len(marks)])
-    import torch
-
-    return Calibration(len(marks) - 1, marks[-1] - marks[0], timed, "cuda" if torch.cuda.is_available() else "cpu",
-                       run.summary["params"])

@@ -1,4 +1,5 @@
-"""The one place that orders the stages of a run. Stage logic lives in data, train, evaluate and the plugins.
+"""The one place that builds a run's components and orders its stages. Stage logic lives in data, train and
+evaluate, the run folder in runfolder, and everything else in the plugins.
 
 1 recipe (given) → 2 plugins → 3 validate names, options and data → 4 tokenizer and model → 5 adapter →
 6 tokenize → 7 train → 8 evaluate → 9 export → 10 metrics.json and summary.
@@ -6,19 +7,18 @@
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from . import data as data_mod
-from . import runstate
+from . import runfolder
 from .errors import LoraforgeError, RecipeError, RunError
-from .files import atomic_dir, write_json_atomic, write_text_atomic
+from .files import atomic_dir
 from .plugins import Registry, get_plugin_manager
-from .recipe import Recipe, dump
+from .recipe import Recipe
 from .run import Components, Run
 
 
@@ -30,7 +30,7 @@ def assemble(recipe: Recipe, observers: tuple[object, ...] = (), out_dir: Path |
     registry = Registry(pm)
     check_requires(recipe)
     recipe.bind(registry)
-    run = Run(recipe=recipe, registry=registry, out_dir=out_dir or default_out_dir(recipe),
+    run = Run(recipe=recipe, registry=registry, out_dir=out_dir or runfolder.default_out_dir(recipe),
               components=build_components(recipe, registry), resume=resume, out_dir_explicit=out_dir is not None)
     for component in run.components:
         component.configure(run)
@@ -69,12 +69,6 @@ def build_components(recipe: Recipe, registry: Registry) -> Components:
                       exporters=[built(spec) for spec in recipe.exports])
 
 
-def default_out_dir(recipe: Recipe) -> Path:
-    if recipe.output.dir:
-        return recipe.resolve_path("output.dir", recipe.output.dir)
-    return (Path("runs") / recipe.name).resolve()
-
-
 def check_requires(recipe: Recipe) -> None:
     """Stop before any work when a package the recipe names is missing, with the pip line that fixes it."""
     from importlib import metadata
@@ -100,74 +94,6 @@ def check_requires(recipe: Recipe) -> None:
                           hint=f"Install it: pip install {quoted}")
 
 
-def prepare_out_dir(run: Run) -> None:
-    """Refuse a folder that is not ours to write: another recipe's run, a finished run, or outside the tree."""
-    out, recipe = run.out_dir, run.recipe
-    if not run.out_dir_explicit and not recipe.output.allow_outside and not out.is_relative_to(Path.cwd()):
-        raise RecipeError(f"the run folder {out} is outside the working directory {Path.cwd()}", file=recipe.path,
-                          key="output.dir", hint="Set `allow_outside = true` in [output] if that is intended, or "
-                                                 "pass --output DIR.")
-    previous = out / "recipe.toml"
-    if not previous.exists():
-        return
-    import tomllib
-
-    try:
-        other = tomllib.loads(previous.read_text()).get("name")
-    except tomllib.TOMLDecodeError:
-        other = None
-    if other != recipe.name:
-        raise RunError(f"the run folder holds a run of another recipe ('{other}')", file=out,
-                       key="output.dir", hint="Choose another folder: --output DIR or [output] dir.")
-    if (out / "metrics.json").exists() and not recipe.output.overwrite and run.resume != "restart":
-        raise RunError("the run folder already holds a finished run of this recipe", file=out, key="output.dir",
-                       hint="Use --output DIR for a new run, or --restart (or --set output.overwrite=true) to "
-                            "replace it.")
-
-
-def settle(run: Run) -> None:
-    """Decide between a fresh start and a resume, check the run lock, then write recipe.toml and the lock."""
-    out = run.out_dir
-    lock = runstate.make_lock(run)
-    old = runstate.read_lock(out)
-    finished = (out / "metrics.json").exists()
-    if run.resume == "restart" or finished:
-        clear_run(run)
-    elif run.resume != "auto":
-        path = Path(run.resume).resolve()
-        if path not in runstate.checkpoints(path.parent.parent if path.parent.name == "checkpoints" else out):
-            raise RunError(f"{path} is not a complete checkpoint of a run", key="--resume",
-                           hint=f"Pick one of {out / runstate.CHECKPOINTS}/checkpoint-*.")
-        run.resume_from = path
-    elif runstate.checkpoints(out):
-        run.resume_from = runstate.checkpoints(out)[-1]
-    if run.resume_from is not None:
-        changed = runstate.changes(old, lock) if old else ["no run lock in the folder"]
-        if changed:
-            raise RunError("cannot resume: " + "; ".join(changed), file=out,
-                           hint="Undo the change, start over with --restart, or use --output DIR for a new run.")
-        for note in runstate.package_changes(old, lock):
-            run.warn(f"resuming with another package version: {note}")
-    if run.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        for partial in out.glob(".*.partial"):  # left by a run killed mid-export
-            shutil.rmtree(partial, ignore_errors=True)
-        write_text_atomic(out / "recipe.toml", dump(run.recipe))
-        write_json_atomic(out / runstate.LOCK_FILE, lock)
-
-
-def clear_run(run: Run) -> None:
-    """Start over: remove what a previous run of this recipe left (only on an explicit restart or overwrite)."""
-    if not run.is_main_process or not run.out_dir.exists():
-        return
-    for path in run.out_dir.iterdir():
-        if path.name in (runstate.CHECKPOINTS, *export_dirs(run)):
-            shutil.rmtree(path, ignore_errors=True)
-        elif path.is_file() and (path.name in ("metrics.json", "log.jsonl", runstate.LOCK_FILE)
-                                 or path.name.startswith("predictions-")):
-            path.unlink()
-
-
 def export_dirs(run: Run) -> list[str]:
     """The folder name of each [[export]], in order: its `dir` option, or the exporter's default."""
     return [getattr(spec.options, "dir", None) or exporter.default_dir
@@ -178,11 +104,11 @@ def execute(run: Run) -> Run:
     """Stages 4-10. Observers hear about every phase; the run folder only ever holds complete files."""
     from . import train
 
-    prepare_out_dir(run)
+    runfolder.check_ours(run)
     with lifecycle(run):
         load_model(run)
         datasets = tokenize(run)
-        settle(run)
+        runfolder.settle(run, export_dirs(run))
         run.summary["train"] = train.train(run, datasets)
         if run.is_main_process:  # other ranks are done once the Trainer is
             if run.recipe.evaluation.split != "none":
@@ -223,11 +149,11 @@ def load_model(run: Run, adapter_dir: Path | None = None) -> None:
     recipe = run.recipe
     run.precision = run.summary["precision"] = resolve_precision(recipe.training.precision)
     loader, quantizer = run.components.model, run.components.quantization
-    if getattr(loader.options, "trust_remote_code", False):
+    if loader.trusts_remote_code:
         run.warn(f"trust_remote_code is on: modelling code shipped with '{loader.describe()}' will run")
     quantizer.check_supported(run)
     run.tokenizer = loader.load_tokenizer(run)
-    run.encoder = data_mod.make_encoder(run.tokenizer, getattr(loader.options, "chat_template", "auto"))
+    run.encoder = data_mod.make_encoder(run.tokenizer)
     model = quantizer.prepare(run, loader.load_model(run, **quantizer.load_kwargs(run)))
     if adapter_dir is not None:
         run.model = load_adapter(model, adapter_dir, loader.describe())
@@ -289,55 +215,31 @@ def finish(run: Run) -> None:
     from . import plots
 
     if plots.available():
-        plots.loss_curve(run.out_dir / "log.jsonl", run.out_dir / "loss.png")
+        plots.loss_curve(run.out_dir / runfolder.LOG, run.out_dir / runfolder.LOSS_CURVE)
     else:
         run.warn("no loss curve drawn: install the plot extra (pip install 'loraforge[plot]')")
-    write_report(run, **predicted_vs_actual(run), exports=run.exports)
-
-
-def write_report(run: Run, **extra: Any) -> None:
-    """metrics.json: the recipe, the model, `extra`, the run's summary (wall time included), metrics, warnings."""
-    run.summary["wall_time_s"] = round(time.time() - run.started, 1)
-    write_json_atomic(run.out_dir / "metrics.json", {
-        "recipe": run.recipe.name, "model": run.components.model.describe(), **extra, **run.summary,
-        "metrics": run.metrics, "warnings": run.warnings})
-
-
-def predicted_vs_actual(run: Run) -> dict[str, Any]:
-    """When `loraforge plan` wrote its estimate into this run folder, compare it with the measured time."""
-    import json
-
-    from .plan import PLAN_FILE, recipe_digest
-
-    try:
-        plan = json.loads((run.out_dir / PLAN_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-    if plan.get("recipe_digest") != recipe_digest(run.recipe):
-        run.warn(f"{PLAN_FILE} in the run folder was planned for a different recipe or other --set values; "
-                 "not compared with this run (run `loraforge plan` with the same arguments to compare)")
-        return {}
-    # the plan predicts the training steps: their time without the validation-loss passes between epochs
-    actual = run.summary.get("train", {}).get("training_s")
-    out = {"predicted_train_s": plan.get("predicted_train_seconds"), "actual_train_s": actual}
-    if plan.get("calibrated_train_seconds"):
-        out["calibrated_train_s"] = round(plan["calibrated_train_seconds"], 1)
-        if actual:
-            out["calibrated_error"] = round(plan["calibrated_train_seconds"] / actual - 1, 3)
-    return {"plan": out}
+    runfolder.write_report(run, **runfolder.predicted_vs_actual(run), exports=run.exports)
 
 
 def evaluate_saved(recipe: Recipe, adapter_dir: Path | None = None, observers: tuple[object, ...] = (),
                    out_dir: Path | None = None) -> Run:
     """`loraforge eval`: score a saved adapter as the recipe's [evaluation] says, without training.
 
-    The adapter defaults to the one the recipe's own run exported (<run folder>/adapter); results go to
-    <run folder>/eval (metrics.json, predictions), never over the run's own files.
+    The adapter defaults to the one the recipe's own run exported (the folder of its first [[export]] whose
+    exporter writes a PEFT adapter); results go to <run folder>/eval (metrics.json, predictions), never over the
+    run's own files.
     """
     with located(recipe):
-        home = default_out_dir(recipe)
-        adapter_dir = (adapter_dir or home / "adapter").resolve()
-        run = build(recipe, observers, out_dir or home / "eval")
+        home = runfolder.default_out_dir(recipe)
+        run = build(recipe, observers, out_dir or home / runfolder.EVAL)
+        if adapter_dir is None:
+            saved = [folder for exporter, folder in zip(run.components.exporters, export_dirs(run))
+                     if exporter.writes_adapter]
+            if not saved:
+                raise RecipeError("the recipe exports no adapter, so there is no saved one to evaluate",
+                                  key="export", hint="Pass the adapter folder: --adapter DIR.")
+            adapter_dir = home / saved[0]
+        adapter_dir = adapter_dir.resolve()
         split = recipe.evaluation.split
         if split == "none":
             raise RecipeError('evaluation.split is "none", so there is nothing to evaluate', file=recipe.path,
@@ -349,7 +251,23 @@ def evaluate_saved(recipe: Recipe, adapter_dir: Path | None = None, observers: t
             load_model(run, adapter_dir)
             run.out_dir.mkdir(parents=True, exist_ok=True)
             evaluate_stage(run, split)
-            write_report(run, adapter=str(adapter_dir))
+            runfolder.write_report(run, adapter=str(adapter_dir))
+    return run
+
+
+def trial(recipe: Recipe, steps: int, callbacks: Sequence[Any] = (),
+          on_batch: Callable[[dict[str, Any]], None] | None = None) -> Run:
+    """A run's stages up to training, then `steps` optimizer steps (`train.train_steps`) in a folder that is
+    removed after: nothing is kept, evaluated or exported. For `plan --calibrate` and bench/profile_step.py."""
+    import tempfile
+
+    from . import train
+
+    with tempfile.TemporaryDirectory(prefix="loraforge-trial-") as tmp, located(recipe):
+        run = build(recipe, out_dir=Path(tmp))
+        load_model(run)
+        datasets = tokenize(run)
+        train.train_steps(run, datasets["train"], steps, callbacks, on_batch)
     return run
 
 

@@ -17,12 +17,13 @@ from .constraints import Constraint, ConstrainedGreedy, Vocabulary
 from .kvcache import PrefixCache, batch_cache, cache_argument, shared_prefix_decoding
 from .prefix import attends_through_interface
 from .precision import autocast_dtype, frozen_weights_in, merged_for_inference
+from .run import Run
 
 #: shorter common prompt prefixes are recomputed per row: a forward of their own would not pay for itself
 MIN_PREFIX_CACHE = 32
 
 
-def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int | Sequence[int], batch_size: int,
+def generate(run: Run, prompts: Sequence[list[int]], max_new_tokens: int | Sequence[int], batch_size: int,
              label: str = "generate", constraints: Sequence[Constraint | None] | None = None,
              vocabulary: Vocabulary | None = None) -> list[str]:
     """Greedy completions of token-id prompts, decoded without special tokens; `max_new_tokens` bounds all of them
@@ -55,7 +56,7 @@ def generate(run: Any, prompts: Sequence[list[int]], max_new_tokens: int | Seque
     return outputs
 
 
-def _shared_prefix(run: Any, prompts: Sequence[list[int]], dtype: Any) -> PrefixCache | None:
+def _shared_prefix(run: Run, prompts: Sequence[list[int]], dtype: Any) -> PrefixCache | None:
     """The pass's common prompt prefix with its KV cache, when long enough to be worth a forward of its own."""
     import os
 
@@ -73,7 +74,7 @@ def _shared_prefix(run: Any, prompts: Sequence[list[int]], dtype: Any) -> Prefix
     return PrefixCache(common, out[cache_argument(model)], shared=attends_through_interface(model))
 
 
-def _generate_batch(run: Any, batch: list[list[int]], budgets: list[int], dtype: Any, prefix: PrefixCache | None,
+def _generate_batch(run: Run, batch: list[list[int]], budgets: list[int], dtype: Any, prefix: PrefixCache | None,
                     constraints: list[Constraint | None] | None, vocabulary: Vocabulary | None) -> list[str]:
     """One batch through `generate` with a KV cache: padded on the left, or, after a shared prefix whose cache is
     reused, padded between the prefix and each row's own tokens (masked; positions follow the mask). The batch
@@ -135,7 +136,7 @@ class EvalContext:
     """The split being scored, `run.evaluation` while evaluation runs: what a metric may need beyond predictions
     and references."""
 
-    run: Any
+    run: Run
     split: str
     records: list[Record]
     _train: list[Any] | None = field(default=None, init=False, repr=False)
@@ -188,7 +189,7 @@ class EvalContext:
         return total, tokens
 
 
-def evaluate(run: Any, split: str) -> dict[str, Any]:
+def evaluate(run: Run, split: str) -> dict[str, Any]:
     """Score the adapted model on `split`; with `baseline_shots`, also the base model prompted k-shot."""
     task, settings = run.task, run.recipe.evaluation
     records: list[Record] = run.records[split][: settings.max_records]
@@ -208,7 +209,7 @@ def evaluate(run: Any, split: str) -> dict[str, Any]:
     return result
 
 
-def answer_budgets(run: Any, prompts: Sequence[list[int]]) -> list[int]:
+def answer_budgets(run: Run, prompts: Sequence[list[int]]) -> list[int]:
     """Per record, the task's generation bound (`Task.max_new_tokens`) over the training examples whose prompt is
     no longer than the record's own (the shortest one at least).
 
@@ -232,7 +233,7 @@ def answer_budgets(run: Any, prompts: Sequence[list[int]]) -> list[int]:
     return [min(cap, bound(max(1, bisect.bisect_right(lengths, len(p))))) for p in prompts]
 
 
-def few_shot_examples(run: Any, k: int) -> list[Any]:
+def few_shot_examples(run: Run, k: int) -> list[Any]:
     """k training examples, drawn once with the recipe's seed, shared by every prompt (the usual k-shot setup)."""
     import random
 
@@ -266,13 +267,14 @@ def score(context: EvalContext, prompts: list[list[int]], max_new: int,
     return scores, texts
 
 
-def _write_predictions(run: Any, split: str, records: Sequence[Record], texts: Sequence[str]) -> None:
+def _write_predictions(run: Run, split: str, records: Sequence[Record], texts: Sequence[str]) -> None:
     import json
 
+    from . import runfolder
     from .files import write_text_atomic
 
     if not run.is_main_process:
         return
     lines = [json.dumps({"file": r.file, "line": r.line, "generated": t}, ensure_ascii=False)
              for r, t in zip(records, texts)]
-    write_text_atomic(run.out_dir / f"predictions-{split}.jsonl", "\n".join(lines) + "\n")
+    write_text_atomic(runfolder.predictions(run.out_dir, split), "\n".join(lines) + "\n")

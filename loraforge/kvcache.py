@@ -133,17 +133,37 @@ def cache_argument(model: Any) -> str:
 def shared_prefix_decoding(model: Any, cache: Any) -> Iterator[None]:
     """While open, attention of `model` reads the prefix `cache` holds once (`batch_cache` of a `shared` prefix).
     Applies where shared prefixes apply in training (`prefix.attends_through_interface`)."""
-    from .prefix import attention_wrapped, causal_lm
+    from .prefix import causal_lm
 
     config = causal_lm(model).config
     original = config._attn_implementation
-    config._attn_implementation = attention_wrapped(original)
+    config._attn_implementation = decoding_wrapped(original)
     token = _DECODING.set(cache)
     try:
         yield
     finally:
         _DECODING.reset(token)
         config._attn_implementation = original
+
+
+_DECODING_PREFIX = "loraforge_prefix_decoding_"
+
+
+@functools.cache
+def decoding_wrapped(original: str) -> str:
+    """Register, once per attention implementation, one that reads a prefix held once (`decoding_layer`) itself
+    and hands every other layer to `original` (masks included)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from .prefix import register_attention
+
+    def attention(module: Any, *args: Any, **kwargs: Any) -> Any:
+        layer = decoding_layer(module)
+        if layer is not None:
+            return prefix_attention(layer, *args[:4], scaling=kwargs.get("scaling"))
+        return ALL_ATTENTION_FUNCTIONS[original](module, *args, **kwargs)
+
+    return register_attention(_DECODING_PREFIX + original, attention, original)
 
 
 def decoding_layer(module: Any) -> Any | None:

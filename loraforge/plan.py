@@ -13,64 +13,41 @@ import math
 from dataclasses import replace
 from typing import Any
 
-from .devices import (BF16_EMULATED, GIB, Device, eval_seconds, measure_training, mfu_range, resolve_device,
-                      seconds_range)
+from .calibration import measure_training
+from .devices import BF16_EMULATED, GIB, Device, eval_seconds, mfu_range, resolve_device, seconds_range
 from .errors import LoraforgeError, RecipeError, RunError
 from .estimates import (RECORDS_PER_PERSON_DAY, MemoryInputs, Shapes, activation_bytes, count_params,
                         data_prep_weeks, fit_verdict, knobs, memory_breakdown, meta_shapes, optimizer_state_bytes,
                         param_rows, saved_modules, simulate_batches, train_flops)
-
-_LLAMA3 = dict(model_type="llama", vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0, dtype="bfloat16",
-               max_position_embeddings=131072, tie_word_embeddings=False, bos_token_id=128000,
-               rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                             "original_max_position_embeddings": 8192})
-_L8B = dict(_LLAMA3, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-            num_key_value_heads=8)
-_L70B = dict(_LLAMA3, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
-             num_key_value_heads=8)
-#: configs of reference models, so a recipe naming them plans offline (values from their config.json)
-KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
-    "meta-llama/Llama-3.1-8B": _L8B, "meta-llama/Llama-3.1-8B-Instruct": _L8B,
-    "meta-llama/Llama-3.1-70B": _L70B, "meta-llama/Llama-3.1-70B-Instruct": _L70B,
-}
-#: tokens the Llama 3.1 chat template adds around one user turn (system header with dates, role headers)
-CHAT_TEMPLATE_TOKENS = 35
+from .run import Run
 
 
 # ---------------------------------------------------------------------------------------------- from the recipe
 
 
-def model_config(run: Any) -> tuple[Any, str]:
-    """The loader's config without weights; for a reference hub id not on this machine, the built-in copy."""
-    from transformers import AutoConfig
-
-    from .builtin.models import HfLoader
-
+def model_config(run: Run) -> tuple[Any, str]:
+    """The loader's config without weights, and where it came from."""
     loader = run.components.model
-    name = getattr(loader.options, "name", "")
-    if isinstance(loader, HfLoader) and name in KNOWN_CONFIGS and \
-            not run.recipe.resolve_path("model.name", name).is_dir():
-        values = dict(KNOWN_CONFIGS[name])
-        return AutoConfig.for_model(values.pop("model_type"), **values), "built-in copy of its config.json"
     try:
-        return loader.config(run), "model loader"
+        return loader.config(run), loader.config_source(run)
     except NotImplementedError:
         raise RunError(f"model loader '{run.recipe.model.name}' cannot give a config without weights",
                        key="model.loader", file=run.recipe.path) from None
     except (LoraforgeError, OSError, ValueError) as exc:
+        if isinstance(exc, LoraforgeError) and exc.hint:
+            raise
         reason = exc.problems[0].message if isinstance(exc, LoraforgeError) else str(exc).splitlines()[0]
         raise RunError(f"no config for model '{loader.describe()}' on this machine: {reason}",
                        key="model.name", file=run.recipe.path,
-                       hint=f"plan knows {', '.join(KNOWN_CONFIGS)} offline; otherwise point model.name at a "
-                            "local model folder (only config.json is read).") from None
+                       hint="Point model.name at a local model folder (only config.json is read).") from None
 
 
-def offline_tokenizer(run: Any) -> Any | None:
+def offline_tokenizer(run: Run) -> Any | None:
     """The recipe's tokenizer when it loads without network (the tiny loader builds its own), else None."""
     return run.components.model.offline_tokenizer(run)
 
 
-def token_lengths(run: Any, tokenizer: Any | None) -> tuple[list[int], list[int], str, Any, int]:
+def token_lengths(run: Run, tokenizer: Any | None) -> tuple[list[int], list[int], str, Any, int]:
     """(prompt tokens, target tokens) per training example as training encodes them, the method, a counter,
     and how many leading prompt tokens all examples share (0 unknown); without a tokenizer ≈ characters/4 plus
     the chat template's tokens for instruct models."""
@@ -79,28 +56,26 @@ def token_lengths(run: Any, tokenizer: Any | None) -> tuple[list[int], list[int]
     from .data import make_encoder
 
     examples = run.train_examples
-    template_option = getattr(run.components.model.options, "chat_template", "auto")
     if tokenizer is not None:
-        enc = make_encoder(tokenizer, template_option)
+        enc = make_encoder(tokenizer)
         prompts = [enc.prompt_ids(e.prompt) for e in examples]
         return ([len(p) for p in prompts], [len(enc.target_ids(e.target)) for e in examples],
                 f"tokenized with the recipe's tokenizer ({len(tokenizer)} tokens)", enc.count,
                 len(os.path.commonprefix(prompts)) if prompts else 0)
-    name = str(getattr(run.components.model.options, "name", ""))
-    extra = CHAT_TEMPLATE_TOKENS if "instruct" in name.lower() and template_option != "none" else 1
+    extra = run.components.model.chat_template_tokens(run) or 1  # or a BOS token
     count = lambda text: math.ceil(len(text) / 4)  # noqa: E731
     return ([count(e.prompt) + extra for e in examples], [count(e.target) + 1 for e in examples],
             "estimated: characters / 4" + (f" + {extra} chat-template tokens" if extra > 1 else ""), count, 0)
 
 
-def parameters(run: Any, config: Any) -> tuple[Shapes, dict[str, Any]]:
+def parameters(run: Run, config: Any) -> tuple[Shapes, dict[str, Any]]:
     """Meta model → shapes; the formula's count, and PEFT's count of the same adapter on the same model."""
     import warnings
 
     import torch
     from transformers import AutoModelForCausalLM
 
-    remote = bool(getattr(run.components.model.options, "trust_remote_code", False))
+    remote = run.components.model.trusts_remote_code
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.device("meta"):
@@ -127,7 +102,7 @@ def parameters(run: Any, config: Any) -> tuple[Shapes, dict[str, Any]]:
     return shapes, out
 
 
-def data_stats(run: Any, tokenizer: Any | None) -> tuple[dict[str, Any], Any]:
+def data_stats(run: Run, tokenizer: Any | None) -> tuple[dict[str, Any], Any]:
     """Token counts of the training set as training sees it: records over max_length dropped, batches padded."""
     t = run.recipe.training
     prompts, targets, source, count, common = token_lengths(run, tokenizer)
@@ -160,19 +135,19 @@ def memory_inputs(recipe: Any, loader: Any, quantizer: Any, dev: Device, config:
     """The recipe's numbers for the memory formulas. A QLoRA base keeps its non-quantized weights in fp32:
     prepare_model_for_kbit_training casts them up. Activations are 16-bit under bf16/fp16 autocast or a
     16-bit model, else fp32; `auto` precision is bf16 where the device has it."""
-    t, q = recipe.training, recipe.quantization.options
+    t = recipe.training
     bits = quantizer.bits
     precision = t.precision if t.precision != "auto" else "bf16" if dev.bf16 else "fp16" if dev.gpu else "fp32"
-    name = str(getattr(loader.options, "dtype", "auto")).replace("torch.", "")
+    name = loader.dtype
     if name == "auto":  # the checkpoint's dtype, as from_pretrained(dtype="auto") keeps it
         name = str(getattr(config, "dtype", None) or ("bfloat16" if dev.gpu else "float32")).replace("torch.", "")
     weight_bytes = 4 if bits or name == "float32" else 2
-    compute = getattr(q, "compute_dtype", "auto") if bits else "auto"
+    compute = quantizer.compute_dtype_name if bits else "auto"
     sixteen = compute != "float32" if compute != "auto" else precision != "fp32" or (not bits and weight_bytes == 2)
     linear = sum(l.d * l.k for l in shapes.layers if l.kind == "linear" and l.name != shapes.output)
     return MemoryInputs(
         quantizable=linear, other=shapes.total - linear, trainable=trainable, weight_bytes=weight_bytes, bits=bits,
-        double_quant=bool(getattr(q, "double_quant", False)), optimizer_bytes=optimizer_state_bytes(t.optimizer),
+        double_quant=quantizer.double_quant, optimizer_bytes=optimizer_state_bytes(t.optimizer),
         layers=config.num_hidden_layers, hidden=config.hidden_size, heads=config.num_attention_heads,
         vocab=config.vocab_size, batch=t.batch_size, seq=t.max_length, logit_positions=head_window,
         act_bytes=2 if sixteen else 4, checkpointing=t.gradient_checkpointing,
@@ -183,7 +158,6 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
          sweep_points: int = 1) -> dict[str, Any]:
     """Every estimate for `recipe` on `device`, as one JSON-ready dict."""
     from . import engine
-    from .builtin.models import TinyLoader
 
     if sweep_points < 1:
         raise RecipeError("must be at least 1", key="--sweep-points")
@@ -192,27 +166,45 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
     # on this CPU, the matmul peak of the precision the recipe trains in (`auto`: bf16 where the CPU has it)
     dev = resolve_device(device, bf16={"bf16": True, "fp32": False}.get(recipe.training.precision))
     run = engine.build(recipe)
-    t, e, loader = recipe.training, recipe.evaluation, run.components.model
     tokenizer = offline_tokenizer(run)
     config, config_source = model_config(run)
-    if tokenizer is not None and isinstance(loader, TinyLoader):
-        config.vocab_size = len(tokenizer)  # the tiny loader sizes its embeddings to the trained vocabulary
     shapes, params = parameters(run, config)
     data, count = data_stats(run, tokenizer)
+    m = memory_inputs(recipe, run.components.model, run.components.quantization, dev, config, shapes,
+                      params["peft_trainable"], data["head_window"])
+    memory = memory_estimate(m, dev, recipe.training.gradient_accumulation_steps, data["longest"])
+    time = training_estimate(recipe, m, shapes, config, params, data, dev)
+    measured = calibration_estimate(recipe, calibrate_steps, data, time["epochs"]) if calibrate else {}
+    time.update(evaluation_estimate(run, m, time.pop("head"), data, count, memory["components"]["base weights"], dev,
+                                    time["mfu"]))
+    return {
+        "recipe": recipe.name, "model": run.components.model.describe(), "config": config_source,
+        "device": dict(name=dev.name, memory_gib=dev.memory_gib, tflops=dev.tflops, bandwidth_gbs=dev.bandwidth_gbs,
+                       note=dev.note),
+        "params": params, "memory": memory, "tokens": data,
+        "time": {k: v for k, v in time.items() if k != "predicted"},
+        "predicted_train_seconds": time["predicted"], **measured,
+        "timeline": timeline_estimate(run, dev, time, measured, sweep_points),
+    }
 
-    m = memory_inputs(recipe, loader, run.components.quantization, dev, config, shapes, params["peft_trainable"],
-                      data["head_window"])
+
+def memory_estimate(m: MemoryInputs, dev: Device, accumulation: int, longest: int) -> dict[str, Any]:
+    """Memory by component, the verdict on `dev`, and the knobs that would make it fit when it does not."""
     components = memory_breakdown(m)
     total = sum(components.values())
     verdict = fit_verdict(total, dev.memory_gib)
-    memory = dict(components=components, total_bytes=total, verdict=verdict,
-                  activations_checkpointed=activation_bytes(replace(m, checkpointing=True)),
-                  activations_full=activation_bytes(replace(m, checkpointing=False)),
-                  knobs=knobs(m, dev.memory_gib, t.gradient_accumulation_steps, data["longest"])
-                  if verdict != "fits" else [],
-                  **{f: getattr(m, f) for f in ("bits", "weight_bytes", "act_bytes", "batch", "seq",
-                                                "logit_positions", "checkpointing", "optimizer_bytes")})
+    return dict(components=components, total_bytes=total, verdict=verdict,
+                activations_checkpointed=activation_bytes(replace(m, checkpointing=True)),
+                activations_full=activation_bytes(replace(m, checkpointing=False)),
+                knobs=knobs(m, dev.memory_gib, accumulation, longest) if verdict != "fits" else [],
+                **{f: getattr(m, f) for f in ("bits", "weight_bytes", "act_bytes", "batch", "seq",
+                                              "logit_positions", "checkpointing", "optimizer_bytes")})
 
+
+def training_estimate(recipe: Any, m: MemoryInputs, shapes: Shapes, config: Any, params: dict[str, Any],
+                      data: dict[str, Any], dev: Device) -> dict[str, Any]:
+    """Steps, FLOPs of the positions training computes, and the predicted seconds at the assumed utilisation."""
+    t = recipe.training
     batches = math.ceil(data["records"] / t.batch_size)
     epochs = t.max_steps * t.gradient_accumulation_steps / batches if t.max_steps else t.epochs
     linear = [l for l in shapes.layers if l.kind == "linear"]
@@ -227,39 +219,44 @@ def plan(recipe: Any, device: str = "cpu", calibrate: bool = False, calibrate_st
                                  params["lora"], sum(l.d * l.k for l in saved if l.name != shapes.output),
                                  attention, m.checkpointing, any(l.name == shapes.output for l in saved))
     mfu = mfu_range(dev, m.bits)
-    predicted = seconds_range(flops, dev.tflops, mfu)
-    result: dict[str, Any] = {"predicted_train_seconds": predicted}
-    if calibrate:
-        cal = measure_training(recipe, calibrate_steps)
-        result["calibrated_train_seconds"] = data["padded_per_epoch"] * epochs * cal.seconds_per_token
-        result["calibration"] = dict(steps=cal.steps, seconds=cal.seconds, padded_tokens=cal.padded_tokens,
-                                     tokens_per_s=cal.padded_tokens / cal.seconds, on=f"this machine ({cal.device})",
-                                     real_model_params=cal.params)
+    return dict(steps=t.max_steps or math.ceil(math.ceil(batches / t.gradient_accumulation_steps) * epochs),
+                epochs=epochs, flops_per_token=flops / (computed * epochs), train_flops=flops, mfu=list(mfu),
+                head=head, predicted=seconds_range(flops, dev.tflops, mfu))
 
-    eval_records = 0 if e.split == "none" else len(run.records.get(e.split, [])[:e.max_records])
+
+def calibration_estimate(recipe: Any, steps: int, data: dict[str, Any], epochs: float) -> dict[str, Any]:
+    """Real steps timed here (`loraforge.calibration`), scaled to the whole training."""
+    cal = measure_training(recipe, steps)
+    return {"calibrated_train_seconds": data["padded_per_epoch"] * epochs * cal.seconds_per_token,
+            "calibration": dict(steps=cal.steps, seconds=cal.seconds, padded_tokens=cal.padded_tokens,
+                                tokens_per_s=cal.padded_tokens / cal.seconds, on=f"this machine ({cal.device})",
+                                real_model_params=cal.params, device=cal.device)}
+
+
+def evaluation_estimate(run: Run, m: MemoryInputs, head: int, data: dict[str, Any], count: Any,
+                        weight_bytes: float, dev: Device, mfu: list[float]) -> dict[str, Any]:
+    """Records scored after training, their token budget, and the seconds generation takes."""
+    e = run.recipe.evaluation
+    records = 0 if e.split == "none" else len(run.records.get(e.split, [])[:e.max_records])
     max_new = e.max_new_tokens or run.task.max_new_tokens(run.train_examples, count)
-    evaluation = eval_seconds(eval_records, e.batch_size, data["mean_prompt"],
-                              (min(max_new, data["mean_target"]), max_new), m.quantizable + head, m.layers,
-                              components["base weights"], dev, mfu)
+    seconds = eval_seconds(records, e.batch_size, data["mean_prompt"], (min(max_new, data["mean_target"]), max_new),
+                           m.quantizable + head, m.layers, weight_bytes, dev, tuple(mfu))
+    return dict(eval_records=records, max_new_tokens=max_new, eval_seconds=seconds)
+
+
+def timeline_estimate(run: Run, dev: Device, time: dict[str, Any], measured: dict[str, Any],
+                      sweep_points: int) -> dict[str, Any]:
+    """Data preparation, training (calibrated where it measured this machine's CPU) and the search's iterations."""
     # a calibration measures this machine: it replaces the prediction only when --device is this machine's CPU
-    calibrated = result["calibrated_train_seconds"] if calibrate and dev.name == "cpu" and cal.device == "cpu" \
-        else None
-    training = [calibrated, calibrated] if calibrated else predicted
+    calibrated = measured.get("calibrated_train_seconds") \
+        if measured and dev.name == "cpu" and measured["calibration"]["device"] == "cpu" else None
+    training = [calibrated, calibrated] if calibrated else time["predicted"]
+    evaluation = time["eval_seconds"]
     iteration = [sweep_points * (training[i] + (evaluation or [0, 0])[i]) for i in (0, 1)] if training else None
     records = sum(len(r) for r in run.records.values())
-    return {
-        "recipe": recipe.name, "model": loader.describe(), "config": config_source,
-        "device": dict(name=dev.name, memory_gib=dev.memory_gib, tflops=dev.tflops, bandwidth_gbs=dev.bandwidth_gbs,
-                       note=dev.note),
-        "params": params, "memory": memory, "tokens": data,
-        "time": dict(steps=t.max_steps or math.ceil(math.ceil(batches / t.gradient_accumulation_steps) * epochs),
-                     epochs=epochs, flops_per_token=flops / (computed * epochs), train_flops=flops,
-                     mfu=list(mfu), eval_records=eval_records, max_new_tokens=max_new, eval_seconds=evaluation),
-        **result,
-        "timeline": dict(records=records, records_per_person_day=RECORDS_PER_PERSON_DAY,
-                         data_prep_weeks=data_prep_weeks(records), train_seconds=training, calibrated=bool(calibrated),
-                         eval_seconds=evaluation, sweep_points=sweep_points, iterations_seconds=iteration),
-    }
+    return dict(records=records, records_per_person_day=RECORDS_PER_PERSON_DAY,
+                data_prep_weeks=data_prep_weeks(records), train_seconds=training, calibrated=bool(calibrated),
+                eval_seconds=evaluation, sweep_points=sweep_points, iterations_seconds=iteration)
 
 
 # ------------------------------------------------------------------------------------------------- rendering
@@ -295,10 +292,20 @@ def _table(title: str, *columns: str, header: bool = True) -> Any:
     return table
 
 
+def _why(p: dict[str, Any]) -> str:
+    """Why a time has no figure."""
+    return "bf16 is emulated here: see device peak" if BF16_EMULATED in (p["device"]["note"] or "") else NO_PEAK
+
+
 def render(p: dict[str, Any], console: Any) -> None:
     """The plan as four rich tables: parameters, memory, training time, timeline."""
-    d, pr, mem, tok, tm, tl = p["device"], p["params"], p["memory"], p["tokens"], p["time"], p["timeline"]
-    why = "bf16 is emulated here: see device peak" if BF16_EMULATED in (d["note"] or "") else NO_PEAK
+    for table in (_render_parameters(p), _render_memory(p), _render_training(p), _render_timeline(p)):
+        console.print(table)
+
+
+def _render_parameters(p: dict[str, Any]) -> Any:
+    """Parameters per adapted module, checked against PEFT's count on the meta model."""
+    pr = p["params"]
     table = _table(f"{p['recipe']}: {p['model']} ({p['config']}) — parameters", "module", "count", "d × k", "r",
                    "LoRA / module", "LoRA total", "full params", "compression")
     for row in pr["rows"]:
@@ -308,8 +315,12 @@ def render(p: dict[str, Any], console: Any) -> None:
     share = pr["trainable"] / pr["base"]
     table.caption = (f"trainable {pr['trainable']:,} of {pr['base']:,} base params ({share:.3%}) · PEFT on the "
                      f"meta model: {pr['peft_trainable']:,} trainable, {pr['peft_total']:,} all {check}")
-    console.print(table)
+    return table
 
+
+def _render_memory(p: dict[str, Any]) -> Any:
+    """Memory by component on the device, the verdict, and what to try when it does not fit."""
+    d, mem = p["device"], p["memory"]
     note = f", {d['note']}" if d["note"] else ""
     table = _table(f"memory on {d['name']} ({d['memory_gib']:g} GiB{note})", "component", "GiB", "how")
     other = _gib(mem["activations_full" if mem["checkpointing"] else "activations_checkpointed"])
@@ -331,8 +342,13 @@ def render(p: dict[str, Any], console: Any) -> None:
         together = i == len(mem["knobs"]) - 1 and i > 0  # the last row applies every change above at once
         change = "all of the above together" if together else " ".join(f"--set {a}" for a in k["set"])
         table.add_row("try", _gib(k["bytes"]), f"{change} → {k['verdict']}")
-    console.print(table)
+    return table
 
+
+def _render_training(p: dict[str, Any]) -> Any:
+    """Tokens, steps, FLOPs and the predicted (and calibrated) training time."""
+    d, mem, tok, tm = p["device"], p["memory"], p["tokens"], p["time"]
+    why = _why(p)
     table = _table("training time", "what", "value", "how", header=False)
     table.add_row("tokens / epoch", f"{tok['per_epoch']:,}", f"{tok['records']:,} records, {tok['source']}"
                   + (f"; {tok['dropped']} over max_length skipped" if tok["dropped"] else ""))
@@ -351,8 +367,13 @@ def render(p: dict[str, Any], console: Any) -> None:
         c = p["calibration"]
         table.add_row("[bold]calibrated[/]", f"[bold]{_dur(p['calibrated_train_seconds'])}[/]",
                       f"{c['steps']} steps timed on {c['on']}: {c['tokens_per_s']:,.0f} tokens/s")
-    console.print(table)
+    return table
 
+
+def _render_timeline(p: dict[str, Any]) -> Any:
+    """Data preparation, training, evaluation and the search, end to end."""
+    tm, tl = p["time"], p["timeline"]
+    why = _why(p)
     table = _table("timeline", "phase", "estimate", "assumption")
     table.add_row("data preparation", f"{tl['data_prep_weeks']:.1f} weeks", f"ASSUMED {tl['records_per_person_day']}"
                   f" records collected and labelled per person-day ({tl['records']:,} records, 5-day weeks)")
@@ -365,7 +386,7 @@ def render(p: dict[str, Any], console: Any) -> None:
     total = _span(tl['iterations_seconds'], why)
     table.add_row("[bold]total[/]", f"[bold]{tl['data_prep_weeks']:.1f} weeks + {total}[/]",
                   "data preparation, then the iterations")
-    console.print(table)
+    return table
 
 
 # ------------------------------------------------------------------------------------------------------- CLI
@@ -386,26 +407,16 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
 
-PLAN_FILE = "plan.json"
-
-
-def recipe_digest(recipe: Any) -> str:
-    """What a plan in a run folder was made for: the resolved recipe, overrides included."""
-    from .files import digest
-
-    return digest(recipe.to_dict())
-
-
 def command(args: argparse.Namespace, console: Any) -> int:
-    from .engine import default_out_dir, located
-    from .files import write_json_atomic
+    from .engine import located
     from .recipe import load_recipe
+    from .runfolder import write_plan
 
     recipe = load_recipe(args.recipe, args.overrides)
     with located(recipe):
         result = plan(recipe, args.device, args.calibrate, args.calibrate_steps, args.sweep_points)
     if args.device == "cpu":  # a later `loraforge run` of this recipe here puts the prediction beside the real time
-        write_json_atomic(default_out_dir(recipe) / PLAN_FILE, {**result, "recipe_digest": recipe_digest(recipe)})
+        write_plan(recipe, result)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -160,32 +160,31 @@ def _prefix_attention_in(module: Any, query: Any, key: Any, value: Any, attentio
 _ATTENTION_PREFIX = "loraforge_shared_prefix_"
 
 
-@functools.cache
-def attention_wrapped(original: str) -> str:
-    """Register, once per attention implementation, one that runs `PrefixLayout` sequences (training) and
-    decoding over a prefix held once (`loraforge.kvcache`) itself, and hands everything else to `original`
-    (masks included)."""
-    if original.startswith(_ATTENTION_PREFIX):
-        return original
+def register_attention(name: str, attention: Any, original: str) -> str:
+    """Register `attention` under `name` as an attention implementation, with the masks `original` uses."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    from .kvcache import decoding_layer, prefix_attention
-
-    def attention(module: Any, *args: Any, shared_prefix: PrefixLayout | None = None, **kwargs: Any) -> Any:
-        if shared_prefix is not None:
-            return _prefix_attention(module, *args, shared_prefix=shared_prefix, **kwargs)
-        layer = decoding_layer(module)
-        if layer is not None:
-            return prefix_attention(layer, *args[:4], scaling=kwargs.get("scaling"))
-        return ALL_ATTENTION_FUNCTIONS[original](module, *args, **kwargs)
-
-    name = _ATTENTION_PREFIX + original
     AttentionInterface.register(name, attention)
     if original in ALL_MASK_ATTENTION_FUNCTIONS._global_mapping:
         AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
     return name
+
+
+@functools.cache
+def attention_wrapped(original: str) -> str:
+    """Register, once per attention implementation, one that runs `PrefixLayout` sequences itself and hands
+    everything else to `original` (masks included)."""
+    if original.startswith(_ATTENTION_PREFIX):
+        return original
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    def attention(module: Any, *args: Any, shared_prefix: PrefixLayout | None = None, **kwargs: Any) -> Any:
+        if shared_prefix is not None:
+            return _prefix_attention(module, *args, shared_prefix=shared_prefix, **kwargs)
+        return ALL_ATTENTION_FUNCTIONS[original](module, *args, **kwargs)
+
+    return register_attention(_ATTENTION_PREFIX + original, attention, original)
 
 
 def _last_layer(model: Any) -> Any:

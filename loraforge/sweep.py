@@ -78,7 +78,8 @@ class PointResult:
 
 def run_sweep(path: Path, overrides: list[str], grid: dict[str, list[Any]], out_dir: Path | None,
               observers: tuple[object, ...] = ()) -> tuple[Path, list[PointResult]]:
-    from .engine import default_out_dir, located, run_recipe
+    from .engine import located, run_recipe
+    from .runfolder import METRICS, default_out_dir
 
     base = load_recipe(path, overrides)
     grid = grid or _recipe_grid(base)
@@ -90,7 +91,7 @@ def run_sweep(path: Path, overrides: list[str], grid: dict[str, list[Any]], out_
     for i, point in enumerate(points(grid)):
         name = point_name(point)
         target = folder / name
-        metrics_file = target / "metrics.json"
+        metrics_file = target / METRICS
         if metrics_file.exists():
             results.append(PointResult(name, target, json.loads(metrics_file.read_text()), True))
             continue
@@ -109,15 +110,12 @@ def _needs_baseline(results: list[PointResult]) -> bool:
 
 
 def _recipe_grid(recipe: Recipe) -> dict[str, list[Any]]:
-    raw = recipe.raw_sections.get("sweep")
-    if raw is None:
-        return {}
-    from .schema import parse
+    """`[sweep.grid]`, validated as every registered recipe section is (`[sweep]` is a builtin's)."""
+    from .plugins import Registry, get_plugin_manager
 
-    section, problems = parse(SweepSection, raw, "sweep")
-    if problems:
-        raise RecipeError(problems, file=recipe.path)
-    return section.grid
+    recipe.bind(Registry(get_plugin_manager()))
+    section = recipe.sections.get("sweep")
+    return section.grid if section is not None else {}
 
 
 def comparison(results: list[PointResult], measure: str = "f1") -> tuple[dict[str, dict[str, Any]], str | None]:

@@ -65,14 +65,15 @@ def loraforge_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(loraforge_cache: Path) -> Path:
     """A real Hugging Face model folder (Llama architecture, safetensors, fast tokenizer)."""
-    from .builtin.models import TinyLoader
+    from .plugins import Registry, get_plugin_manager
     from .schema import parse
 
-    options, problems = parse(TinyLoader.Options, {k: v for k, v in TINY_MODEL.items() if k != "loader"}, "model")
+    tiny = Registry(get_plugin_manager()).get("model loader", TINY_MODEL["loader"])  # the builtin, as a recipe gets it
+    options, problems = parse(tiny.options, {k: v for k, v in TINY_MODEL.items() if k != "loader"}, "model")
     assert not problems, problems
     corpus = ["The patient took 500 mg of metformin for type 2 diabetes.",
               "Chest X-ray showed no pneumonia; continue amoxicillin 875 mg twice daily."] * 20
-    return TinyLoader(options).build(corpus)
+    return tiny.factory(options).build(corpus)
 
 
 def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:

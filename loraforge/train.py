@@ -13,10 +13,11 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import runfolder
 from .data import PadCollator, length_grouped_order, target_loss
 from .errors import Interrupted, RunError
 from .precision import autocast_dtype, frozen_weights_in
@@ -74,7 +75,7 @@ def training_arguments(run: Run, has_eval: bool) -> Any:
     per_steps = t.save_steps > 0
     eval_on = has_eval and t.eval_loss
     return TrainingArguments(
-        output_dir=str(run.out_dir / "checkpoints"),
+        output_dir=str(run.out_dir / runfolder.CHECKPOINTS),
         num_train_epochs=t.epochs,
         max_steps=t.max_steps or -1,
         per_device_train_batch_size=t.batch_size,
@@ -143,7 +144,7 @@ def _callback(run: Run, interrupt: InterruptFlag) -> Any:
             self.first_step = 0
             self.validation_s = 0.0  # spent computing the validation loss in this call, not training
             self.non_finite_step: int | None = None  # the step whose logged loss was not finite
-            self.log = open(run.out_dir / "log.jsonl", "a", encoding="utf-8") if run.is_main_process else None
+            self.log = open(run.out_dir / runfolder.LOG, "a", encoding="utf-8") if run.is_main_process else None
 
         def _eta(self, state: Any) -> float | None:
             if self.first_step_at is None or state.global_step <= self.first_step:
@@ -188,12 +189,10 @@ def non_finite(run: Run, step: int) -> RunError:
     """Drop checkpoints whose weights produced the non-finite loss; name the last good one."""
     import shutil
 
-    from . import runstate
-
-    for path in runstate.checkpoints(run.out_dir):
+    for path in runfolder.checkpoints(run.out_dir):
         if int(path.name.split("-")[1]) >= step - 1 and run.is_main_process:  # its weights gave this loss
             shutil.rmtree(path, ignore_errors=True)
-    kept = runstate.checkpoints(run.out_dir)
+    kept = runfolder.checkpoints(run.out_dir)
     where = f"the last good checkpoint, {kept[-1].name}, is kept" if kept else "no earlier checkpoint exists"
     return RunError(f"the training loss became non-finite at step {step}; training stopped and {where}",
                     file=run.out_dir, key="training.learning_rate",
@@ -283,6 +282,30 @@ def build_trainer(run: Run, args: Any, train_set: Any, eval_set: Any = None, cal
     )
     trainer.remove_callback(PrinterCallback)  # progress is reported through the lifecycle hooks
     collator.share_prefix = tail_only and can_share_prefix(run, trainer)  # known once the Trainer chose its backend
+    return trainer
+
+
+def train_steps(run: Run, train_set: Any, steps: int, callbacks: Sequence[Any] = (),
+                on_batch: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """`steps` optimizer steps as `train` runs them (same arguments, collator, frozen weights in the autocast
+    dtype), nothing saved and no hook called: what calibration times and bench/profile_step.py profiles.
+    `on_batch` sees every collated micro-batch. Returns the Trainer."""
+    from transformers.trainer_utils import SaveStrategy
+
+    args = training_arguments(run, has_eval=False)
+    args.max_steps, args.save_strategy = steps, SaveStrategy.NO
+    trainer = build_trainer(run, args, train_set, callbacks=callbacks)
+    if on_batch is not None:
+        collate = trainer.data_collator
+
+        def watched(features: list[dict[str, Any]]) -> dict[str, Any]:
+            batch = collate(features)
+            on_batch(batch)
+            return batch
+
+        trainer.data_collator = watched
+    with frozen_weights_in(run.model, autocast_dtype(run.precision)):
+        trainer.train()
     return trainer
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import LABELS, ROOT, ner_recipe, ner_records
 
-from loraforge.builtin.tasks.ner import MarkedCopy, NerTask, _normalize
+from loraforge.builtin.tasks.ner import NerTask
+from loraforge.builtin.tasks.ner_answers import MarkedCopy, normalize
 from loraforge.components import Record
 from loraforge.constraints import ConstrainedGreedy, Vocabulary, vocabulary_bytes
 
@@ -185,9 +186,9 @@ def test_constrained_greedy_copies_the_text_and_leaves_free_rows_alone(inline: N
     free = run(None)
     constrained = run([inline.constraint(r) for r in batch[:3]] + [None])
     for r, text in zip(batch[:3], constrained):
-        assert MARKS.sub("", text).strip() == _normalize(r.data["text"]), text
+        assert MARKS.sub("", text).strip() == normalize(r.data["text"]), text
     assert constrained[3] == free[3]
-    assert any(MARKS.sub("", t).strip() != _normalize(r.data["text"]) for r, t in zip(batch[:3], free[:3]))
+    assert any(MARKS.sub("", t).strip() != normalize(r.data["text"]) for r, t in zip(batch[:3], free[:3]))
 
 
 @pytest.mark.slow
@@ -204,7 +205,7 @@ def test_recipe_switch(tmp_path: Path, make_recipe, constrained: bool) -> None:
     path = make_recipe(table, data={"train": ner_records(8), "test": ner_records(8, 100)})
     run = run_recipe(load_recipe(path))
     lines = (run.out_dir / "predictions-test.jsonl").read_text().splitlines()
-    texts = [_normalize(r["text"]) for r in ner_records(8, 100)]
+    texts = [normalize(r["text"]) for r in ner_records(8, 100)]
     copies = [MARKS.sub("", json.loads(line)["generated"]).strip() for line in lines]
     prefixes = [text.startswith(copy) and copy != "" for text, copy in zip(texts, copies)]
     assert all(prefixes) if constrained else not any(prefixes)

@@ -60,3 +60,17 @@ def test_eval_with_no_split_names_the_key(make_recipe, cache_env: dict, tmp_path
     assert done.returncode == 2
     message = " ".join(done.stderr.split())
     assert "evaluation.split" in message and "--set evaluation.split=test" in message
+
+
+def test_eval_looks_for_the_adapter_where_the_recipe_exports_it(make_recipe, cache_env: dict) -> None:
+    path = make_recipe(ner_recipe(export=[{"type": "merged"}, {"type": "adapter", "dir": "lora"}]),
+                       data={"train": ner_records(4), "test": ner_records(2, 100)})
+    done = cli("eval", str(path), env=cache_env)
+    assert done.returncode == 2 and str(path.parent / "run" / "lora") in " ".join(done.stderr.split())
+
+    merged_only = make_recipe(ner_recipe(export=[{"type": "merged"}]), name="merged.toml",
+                              data={"train": ner_records(4), "test": ner_records(2, 100)})
+    done = cli("eval", str(merged_only), env=cache_env)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    message = " ".join(done.stderr.split())
+    assert "export: the recipe exports no adapter" in message and "--adapter DIR" in message

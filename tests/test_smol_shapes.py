@@ -12,7 +12,8 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from loraforge.builtin.fused_lora import fuse
-from loraforge.builtin.tasks.ner import MentionLines, NerTask
+from loraforge.builtin.tasks.ner import NerTask
+from loraforge.builtin.tasks.ner_answers import MentionLines
 from loraforge.components import Record
 from loraforge.constraints import ConstrainedGreedy, Vocabulary
 from loraforge.data import IGNORE_INDEX, PadCollator, make_encoder, target_loss

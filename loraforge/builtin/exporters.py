@@ -36,6 +36,7 @@ class AdapterExporter(Exporter):
 
     Options = AdapterOptions
     default_dir = "adapter"
+    writes_adapter = True
 
     def export(self, run: Run, target: Path) -> dict[str, Any]:
         run.model.save_pretrained(str(target), safe_serialization=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..components import ModelLoader
-from ..errors import ModelError
+from ..errors import ModelError, RunError
 from ..files import atomic_dir, cache_dir, digest
 from ..hookspecs import hookimpl
 from ..run import Run
@@ -90,7 +90,26 @@ def _finish_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+_LLAMA3 = dict(model_type="llama", vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0, dtype="bfloat16",
+               max_position_embeddings=131072, tie_word_embeddings=False, bos_token_id=128000,
+               rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                             "original_max_position_embeddings": 8192})
+_L8B = dict(_LLAMA3, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+            num_key_value_heads=8)
+_L70B = dict(_LLAMA3, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64,
+             num_key_value_heads=8)
+#: configs of reference models, so a recipe naming them plans offline (values from their config.json)
+KNOWN_CONFIGS: dict[str, dict[str, Any]] = {
+    "meta-llama/Llama-3.1-8B": _L8B, "meta-llama/Llama-3.1-8B-Instruct": _L8B,
+    "meta-llama/Llama-3.1-70B": _L70B, "meta-llama/Llama-3.1-70B-Instruct": _L70B,
+}
+#: tokens the Llama 3.1 chat template adds around one user turn (system header with dates, role headers)
+CHAT_TEMPLATE_TOKENS = 35
+
+
 class HfLoader(ModelLoader):
+    """A transformers causal LM: a hub id, a local folder, or a GGUF file (converted once into a cached folder)."""
+
     @dataclass
     class Options:
         name: str = option(help="Hub id (e.g. meta-llama/Llama-3.1-8B-Instruct), a local model folder, or a GGUF "
@@ -160,14 +179,46 @@ class HfLoader(ModelLoader):
                                      trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle,
                                      attn_implementation=o.attn_implementation, **kwargs)
 
+    @property
+    def dtype(self) -> str:
+        return self.options.dtype
+
+    @property
+    def trusts_remote_code(self) -> bool:
+        return self.options.trust_remote_code
+
+    def _known(self, run: Run) -> bool:
+        """A reference hub id this machine lacks, whose config ships here."""
+        name = self.options.name
+        return name in KNOWN_CONFIGS and not run.recipe.resolve_path("model.name", name).is_dir()
+
     def config(self, run: Run) -> Any:
+        from transformers import AutoConfig
+
         path = self.gguf_path(run)
         if path is not None:
             return gguf.header_config(path)
-        from transformers import AutoConfig
+        if self._known(run):
+            values = dict(KNOWN_CONFIGS[self.options.name])
+            return AutoConfig.for_model(values.pop("model_type"), **values)
+        try:
+            return AutoConfig.from_pretrained(self.source(run), revision=self.options.revision,
+                                              trust_remote_code=self.options.trust_remote_code)
+        except (ModelError, OSError, ValueError) as exc:
+            reason = exc.problems[0].message if isinstance(exc, ModelError) else _first_line(exc)
+            raise RunError(f"no config for model '{self.describe()}' on this machine: {reason}", key="model.name",
+                           file=run.recipe.path,
+                           hint=f"plan knows {', '.join(KNOWN_CONFIGS)} offline; otherwise point model.name at a "
+                                "local model folder (only config.json is read).") from None
 
-        return AutoConfig.from_pretrained(self.source(run), revision=self.options.revision,
-                                          trust_remote_code=self.options.trust_remote_code)
+    def config_source(self, run: Run) -> str:
+        if self.gguf_path(run) is not None:
+            return "GGUF header"
+        return "built-in copy of its config.json" if self._known(run) else "model loader"
+
+    def chat_template_tokens(self, run: Run) -> int:
+        instruct = "instruct" in self.options.name.lower() and self.options.chat_template != "none"
+        return CHAT_TEMPLATE_TOKENS if instruct else 0
 
     def offline_tokenizer(self, run: Run) -> Any | None:
         path = self.gguf_path(run)
@@ -190,6 +241,8 @@ SPECIAL = {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "pad": "<|pad|>
 
 
 class TinyLoader(ModelLoader):
+    """A small Llama built here, its BPE tokenizer trained on the run's own text: trains in seconds, offline."""
+
     @dataclass
     class Options:
         name: str = option("tiny-llama", help="A label for tables and the cache folder.")
@@ -272,11 +325,16 @@ class TinyLoader(ModelLoader):
     def offline_tokenizer(self, run: Run) -> Any | None:
         return self.load_tokenizer(run)
 
+    @property
+    def dtype(self) -> str:
+        return self.options.dtype
+
     def config(self, run: Run) -> Any:
+        """As `build_model` makes it: the embeddings sized to the tokenizer trained on the run's text."""
         from transformers import LlamaConfig
 
         o = self.options
-        return LlamaConfig(vocab_size=o.vocab_size, hidden_size=o.hidden_size, intermediate_size=o.intermediate_size,
+        return LlamaConfig(vocab_size=len(self.load_tokenizer(run)), hidden_size=o.hidden_size, intermediate_size=o.intermediate_size,
                            num_hidden_layers=o.num_layers, num_attention_heads=o.num_heads,
                            num_key_value_heads=o.num_kv_heads, tie_word_embeddings=False)
 

@@ -75,6 +75,14 @@ class QloraQuantizer(Quantizer):
     def bits(self) -> int:
         return self.options.bits
 
+    @property
+    def double_quant(self) -> bool:
+        return self.options.bits == 4 and self.options.double_quant
+
+    @property
+    def compute_dtype_name(self) -> str:
+        return self.options.compute_dtype
+
     def describe(self) -> str:
         return f"qlora {self.options.bits}-bit"
 
