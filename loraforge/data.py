@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,31 +304,3 @@ def target_loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> An
     count = num_items_in_batch if num_items_in_batch is not None else (targets != IGNORE_INDEX).sum()
     return loss / count
 
-
-def length_grouped_order(lengths: Sequence[int], unit: int, permutation: Callable[[int], list[int]]) -> list[int]:
-    """Record indices such that each `unit` consecutive ones have similar lengths, the batches in random order.
-
-    As transformers' `get_length_grouped_indices`: shuffle, cut into mega-batches of up to 50 batches (fewer, so that
-    there are at least 4, on small sets), sort each by length. That function then keeps each mega-batch sorted, so
-    consecutive steps run from long records to short ones, over and over: on a 40-step run that ordering alone cost
-    0.06 micro-F1 (bench/README.md). Here the full batches are shuffled across the epoch; a last, partial batch stays
-    last (so the batches the data loader cuts are these), and the longest record comes first, so running out of
-    memory shows at the first step. `permutation(n)` is a random ordering of range(n)."""
-    n = len(lengths)
-    if n == 0:
-        return []
-    order = permutation(n)
-    mega = unit * max(1, min(n // (4 * unit), 50))
-    grouped = [i for s in range(0, n, mega) for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
-    batches = [grouped[s:s + unit] for s in range(0, n, unit)]
-    partial = batches.pop() if len(batches[-1]) < unit else []
-    if not batches:
-        return partial
-    batches = [batches[k] for k in permutation(len(batches))]
-    longest = max(range(len(batches)), key=lambda b: lengths[batches[b][0]])  # each batch is sorted, longest first
-    batches.insert(0, batches.pop(longest))
-    flat = [i for batch in batches for i in batch] + partial
-    if partial and lengths[partial[0]] > lengths[flat[0]]:  # the longest record fell in the partial batch
-        at = n - len(partial)
-        flat[0], flat[at] = flat[at], flat[0]
-    return flat

@@ -261,18 +261,18 @@ class EpochPositions(NamedTuple):
 
 def simulate_batches(lengths: list[int], prompts: list[int], batch: int, group_by_length: bool,
                      seed: int = 42, shared_prefix: int = 0) -> EpochPositions:
-    """Each batch pads to its longest record, batches grouped as training groups them (`length_grouped_order`).
-    Logits start one before the batch's earliest target (prompts are masked out of the loss). A prefix of
+    """Each batch pads to its longest record; the Trainer's length-grouped sampler sorts shuffled mega-batches of
+    up to 50 batches (fewer on small sets, so that there are at least 4). Logits start one before the batch's earliest target (prompts are masked out of the loss). A prefix of
     `shared_prefix` tokens common to every prompt runs once per batch, up to one before the batch's earliest
     target; such a batch computes logits, and its last layer's MLP, only where a target token follows."""
-    from .data import length_grouped_order, shared_prefix_length
+    from .data import shared_prefix_length
 
-    rng = random.Random(seed)
-
-    def shuffled(n: int) -> list[int]:
-        return rng.sample(range(n), n)
-
-    order = length_grouped_order(lengths, batch, shuffled) if group_by_length else shuffled(len(lengths))
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    if group_by_length:  # as transformers' get_length_grouped_indices
+        mega = batch * max(1, min(len(order) // (4 * batch), 50))
+        order = [i for s in range(0, len(order), mega)
+                 for i in sorted(order[s:s + mega], key=lambda i: -lengths[i])]
     padded = head = shared = skipped = 0
     for s in range(0, len(order), batch):
         rows = order[s:s + batch]

@@ -145,19 +145,21 @@ def test_conll_input_trains(tmp_path, make_recipe) -> None:
     assert run.train_examples[0].target == "MEDICATION: metformin\nDOSAGE: 500 mg"
 
 
-def test_the_trainer_draws_length_grouped_batches_per_optimizer_step(make_recipe) -> None:
-    from loraforge import engine, train
-    from loraforge.data import length_grouped_order
+def test_length_grouped_sampler_reads_lengths_from_a_list(make_recipe) -> None:
+    from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    path = make_recipe(ner_recipe(training={"batch_size": 4, "gradient_accumulation_steps": 2},
-                                  evaluation={"split": "none"}), data={"train": ner_records(40)})
+    from loraforge import engine, train
+
+    path = make_recipe(ner_recipe(training={"batch_size": 4}, evaluation={"split": "none"}),
+                       data={"train": ner_records(40)})
     run = engine.build(load_recipe(path))
     engine.load_model(run)
     train_set = engine.tokenize(run)["train"]
-    trainer = train.build_trainer(run, train.training_arguments(run, False), train_set)
+    sampler = train.build_trainer(run, train.training_arguments(run, False), train_set)._get_train_sampler()
+    # the same order as the Trainer's own sampler over the dataset column, without one read per row
+    assert type(sampler.lengths) is list and sampler.lengths == list(train_set["length"])
+    stock = LengthGroupedSampler(4, lengths=train_set["length"])
     torch.manual_seed(3)
-    drawn = [i for batch in trainer.get_train_dataloader().batch_sampler for i in batch]
+    ours = list(sampler)
     torch.manual_seed(3)
-    # grouped per optimizer step (4 rows x 2 accumulation steps), and nothing re-orders them on the way
-    assert drawn == length_grouped_order(list(train_set["length"]), 8, lambda n: torch.randperm(n).tolist())
-    assert sorted(drawn) == list(range(40))
+    assert ours == list(stock) and len(set(ours)) == 40

@@ -152,25 +152,6 @@ def test_does_not_fit_and_names_the_knob():
 # ------------------------------------------------------------------------------------------------------- time
 
 
-def test_length_grouped_batches_come_in_random_order():
-    import random
-
-    from loraforge.data import length_grouped_order
-
-    rng = random.Random(0)
-    lengths = [rng.randrange(10, 500) for _ in range(402)]
-    order = length_grouped_order(lengths, 4, lambda n: rng.sample(range(n), n))
-    batches = [order[s:s + 4] for s in range(0, len(order), 4)]
-    assert sorted(order) == list(range(402)) and len(batches[-1]) == 2  # the partial batch last
-    assert max(lengths[i] for i in batches[0]) == max(lengths)  # out of memory, if at all, at the first step
-    grouped = sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths)
-    assert grouped < 1.05  # similar lengths in each batch (random batches pad about 1.6x here)
-    # but no run from long records to short ones: the stock order's batch maxima fall 96 times out of 100
-    tops = [max(lengths[i] for i in b) for b in batches[:-1]]
-    falls = sum(a > b for a, b in zip(tops, tops[1:]))
-    assert 30 < falls < 70
-
-
 def test_padding_and_flops():
     # grouped by length: [10, 9] and [3, 2] pad to 20 + 6 tokens; the head runs from the earliest target on
     assert simulate_batches([10, 2, 3, 9], [4, 1, 2, 5], 2, group_by_length=True) == (26, 2 * (10 - 3) + 2 * 3, 0, 0)
