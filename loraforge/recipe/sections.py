@@ -67,7 +67,8 @@ class TrainingSection:
     precision: Literal["auto", "bf16", "fp16", "fp32"] = option(
         "auto", help="Mixed precision; `auto` uses bf16 where the device supports it, else fp32.")
     gradient_checkpointing: bool = option(False, help="Recompute activations in backward to save memory.")
-    group_by_length: bool = option(True, help="Batch records of similar length to cut padding.")
+    group_by_length: bool = option(True, help="Batch records of similar length to cut padding (the Trainer's "
+                                              "sampler); batches of similar records can cost accuracy on short runs.")
     logits_on_targets: bool = option(True, help="Compute the LM head only where the loss needs it (targets "
                                                 "follow prompts): the same loss with less work.")
     share_prefix: bool = option(True, help="Run the prompt tokens a whole batch has in common (an instruction "
