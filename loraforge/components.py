@@ -129,10 +129,26 @@ class Metric(Component, ABC):
         `train_references()` for seen-vs-unseen breakdowns)."""
 
 
+@dataclass(frozen=True)
+class LowRank:
+    """What `plan`'s parameter formula needs of a LoRA-shaped adapter."""
+
+    r: int
+    target_modules: list[str] | str
+    modules_to_save: list[str]
+    use_dora: bool
+    bias: str
+
+
 class Adapter(Component, ABC):
     @abstractmethod
     def attach(self, run: Run, model: Any) -> Any:
         """Wrap `model` (a transformers model) and return the trainable PEFT model."""
+
+    def low_rank(self) -> LowRank | None:
+        """The shape of a LoRA-like update, for `plan`'s per-module table; None: `plan` counts what PEFT reports
+        on the meta model, without a formula."""
+        return None
 
 
 # How activation checkpointing is switched on (`gradient_checkpointing_kwargs`): non-reentrant, the mode torch
@@ -217,6 +233,12 @@ class Exporter(Component, ABC):
     default_dir: ClassVar[str] = "export"
     #: the folder holds a PEFT adapter (`PeftModel.from_pretrained` loads it): `loraforge eval` scores it by default
     writes_adapter: ClassVar[bool] = False
+
+    @property
+    def folder(self) -> str:
+        """The folder under the run folder: the exporter's `dir` option where its options have one, else
+        `default_dir`."""
+        return getattr(self.options, "dir", None) or self.default_dir
 
     @abstractmethod
     def export(self, run: Run, target: Path) -> dict[str, Any]:

@@ -96,8 +96,7 @@ def check_requires(recipe: Recipe) -> None:
 
 def export_dirs(run: Run) -> list[str]:
     """The folder name of each [[export]], in order: its `dir` option, or the exporter's default."""
-    return [getattr(spec.options, "dir", None) or exporter.default_dir
-            for spec, exporter in zip(run.recipe.exports, run.components.exporters)]
+    return [exporter.folder for exporter in run.components.exporters]
 
 
 def execute(run: Run) -> Run:

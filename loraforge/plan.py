@@ -88,8 +88,8 @@ def parameters(run: Run, config: Any) -> tuple[Shapes, dict[str, Any]]:
                               file=run.recipe.path) from None
     out: dict[str, Any] = dict(base=shapes.total, peft_trainable=int(peft_trainable), peft_total=int(peft_total),
                                rows=[], saved_names=[])
-    o = run.recipe.adapter.options
-    if all(hasattr(o, a) for a in ("r", "target_modules", "modules_to_save", "use_dora", "bias")):
+    o = run.components.adapter.low_rank()
+    if o is not None:
         count = count_params(shapes, o.r, o.target_modules, o.modules_to_save, o.use_dora, o.bias)
         out.update(trainable=count.trainable, total=count.total, lora=count.lora, dora=count.dora,
                    saved=count.saved, bias=count.bias,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..components import Adapter
+from ..components import Adapter, LowRank
 from ..run import Run
 from ..errors import RecipeError
 from ..hookspecs import hookimpl
@@ -84,6 +84,10 @@ class LoraAdapter(Adapter):
 
     def describe(self) -> str:
         return f"{'dora' if self.options.use_dora else 'lora'} r={self.options.r}"
+
+    def low_rank(self) -> LowRank:
+        o = self.options
+        return LowRank(o.r, o.target_modules, o.modules_to_save, o.use_dora, o.bias)
 
     def attach(self, run: Run, model: Any) -> Any:
         from peft import get_peft_model
